@@ -1,0 +1,122 @@
+"""Small file helpers: atomic writes, append-only JSONL, and readers whose errors name file and line.
+
+Everything a long job writes goes through here, so a killed run never leaves a half-written file:
+whole files are written to a temporary sibling and renamed into place (rename is atomic on POSIX),
+and logs/predictions are appended one flushed line at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class InputError(ValueError):
+    """Bad user input (file, line or field). Scripts print its message as one line and exit 1."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> None:
+    """Move a fully written folder into place, replacing an older one (checkpoints, adapters).
+
+    The old folder is renamed aside before the new one is renamed in, so at every moment either the
+    old or the new complete folder exists under a known name.
+    """
+    tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    old = final_dir.with_name(final_dir.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final_dir.exists():
+        os.replace(final_dir, old)
+    os.replace(tmp_dir, final_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one record as one line and flush it to disk, so a killed run keeps every finished line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def iter_jsonl(
+    path: str | os.PathLike, *, allow_partial_last_line: bool = False
+) -> Iterator[tuple[int, dict]]:
+    """Yield (line_number, record) for each non-blank line; a malformed line raises InputError naming it.
+
+    With allow_partial_last_line, a final line without its newline that does not parse (the line a
+    killed writer left half-written) is skipped with a warning instead, so --resume can continue.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            is_last = i == len(lines)  # no trailing newline after it
+            if allow_partial_last_line and is_last:
+                print(f"warning: {path}:{i}: ignoring a partly written last line")
+                return
+            raise InputError(f"{path}:{i}: malformed JSON line ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}:{i}: expected a JSON object, got {type(record).__name__}")
+        yield i, record
+
+
+def read_jsonl(path: str | os.PathLike, **kwargs: Any) -> list[dict]:
+    return [record for _, record in iter_jsonl(path, **kwargs)]
+
+
+def read_json_records(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """Read a list of JSON objects from a JSON array file or a JSONL file.
+
+    Returns (position, record) pairs: the 1-based entry index for an array file (error messages say
+    "entry N") or the line number for JSONL (they say "line N").
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+        out = []
+        for i, record in enumerate(data, start=1):
+            if not isinstance(record, dict):
+                raise InputError(f"{path}: entry {i}: expected a JSON object, got {type(record).__name__}")
+            out.append((i, record))
+        return out
+    return list(iter_jsonl(path))

@@ -1,0 +1,68 @@
+"""Prompt text and the LLaVA-Med v1.5 (Mistral) template: where a sample's text is built.
+
+LLaVA-Med v1.5 was trained with the `mistral_instruct` conversation:
+
+    <s>[INST] <image>\n{question} [/INST] {answer}</s>
+
+Training (rrg.collate), generation (rrg.generate), the Python API and the tokenizer's chat template
+all render prompts with the functions below, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+IMAGE_TOKEN = "<image>"
+
+# The question of the default ("clean") protocol. It holds nothing taken from the report itself.
+REPORT_QUESTION = (
+    "You are a radiologist. Write the report for this chest X-ray: "
+    "a Findings section, then an Impression section."
+)
+
+# The reference paper's prompt, kept verbatim for its `reference` protocol. It is followed by the
+# study's `Problems` (labels extracted from the report: a leak) and its indication, glued together.
+REFERENCE_PROMPT_PREFIX = (
+    "You are a radiologist. Analyze the given chest X-ray based on the provided Problems and Indication. "
+    "Describe the key Findings observed in the image that correspond to these inputs. Finally, provide an "
+    "Impression summarizing the overall diagnostic conclusion. Chief Complaint: "
+)
+
+
+def report_question(indication: str | None = None) -> str:
+    """The clean protocol's question, with the clinical indication appended when given."""
+    if indication:
+        return f"{REPORT_QUESTION} Indication: {indication}"
+    return REPORT_QUESTION
+
+
+def format_response(findings: str, impression: str) -> str:
+    """The target text the model learns to write (and the reference it is scored against)."""
+    return f"Findings: {findings} Impression: {impression}"
+
+
+def render_prompt(question: str, n_images: int = 1) -> str:
+    """`[INST] <image>\\n{question} [/INST]`, one `<image>\\n` per view, without the BOS token."""
+    if IMAGE_TOKEN in question:
+        raise ValueError(
+            f"the question text must not contain {IMAGE_TOKEN!r}: images are placed by render_prompt"
+        )
+    return "[INST] " + f"{IMAGE_TOKEN}\n" * n_images + question + " [/INST]"
+
+
+# The same template for `tokenizer.apply_chat_template` / `processor.apply_chat_template` (vLLM,
+# other tools). tests/test_prompts.py checks it renders exactly what render_prompt renders.
+CHAT_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}"
+    "{%- set text = message['content'] -%}{%- set n_images = 0 -%}"
+    "{%- else -%}"
+    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}"
+    "{%- set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
+    "{%- endif -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{{- '[INST] ' + '<image>\\n' * n_images + text + ' [/INST]' -}}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{- ' ' + text + eos_token -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)

@@ -1,0 +1,49 @@
+"""Shared fixtures. Real public files come from ../shared/data (or $RRG_SHARED_DATA); tests that need
+them skip with the reason when they are absent. Everything else is generated here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the tests may reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RRG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path of a file under shared data, or skip the calling test with the reason."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data file {path} is absent (set RRG_SHARED_DATA to the shared/data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    """Folder holding LLaVA-Med's real SentencePiece tokenizer.model."""
+    return shared_path("llava-med-v1.5-mistral-7b", "tokenizer.model").parent
+
+
+@pytest.fixture(scope="session")
+def iu_xray_dir() -> Path:
+    return shared_path("iu_xray", "indiana_reports.csv").parent
+
+
+@pytest.fixture(scope="session")
+def xray_paths() -> list[Path]:
+    """The 5 real IU X-Ray images in shared data."""
+    folder = shared_path("iu_xray", "images")
+    return sorted(folder.glob("*.png"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny random HF Llava folder of LLaVA-Med's architecture (56 px images: 16 image tokens)."""
+    from rrg.tiny import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), tokenizer_dir)
