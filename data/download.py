@@ -1,0 +1,74 @@
+"""Download IU X-Ray (Kaggle raddar/chest-xrays-indiana-university) into data/iu_xray/ and verify it.
+
+    python data/download.py                        # kagglehub (needs Kaggle access)
+    python data/download.py --from-zip archive.zip # a zip downloaded by hand from the Kaggle page
+    python data/download.py --from-dir FOLDER      # an unzipped copy
+
+Layout: <out>/indiana_reports.csv, <out>/indiana_projections.csv, <out>/images/images_normalized/*.png.
+Exit status 1 (with the list) when an image is missing or undecodable, or the counts are not the full
+dataset's (3,851 reports, 7,466 projection rows; --no-count-check makes that a warning, for samples).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rrg.cli import exits_on_input_error  # noqa: E402
+from rrg.download import (  # noqa: E402
+    format_summary,
+    kaggle_download,
+    lay_out_from_dir,
+    lay_out_from_zip,
+    verify,
+)
+from rrg.io import InputError, atomic_write_text  # noqa: E402
+
+
+@dataclass
+class DownloadConfig:
+    out: str = field(default="data/iu_xray", metadata={"help": "where the dataset is laid out"})
+    from_dir: str | None = field(default=None, metadata={"help": "use a dataset folder downloaded by hand"})
+    from_zip: str | None = field(default=None, metadata={"help": "use the Kaggle zip downloaded by hand"})
+    no_count_check: bool = field(
+        default=False,
+        metadata={"help": "differing report/projection counts warn instead of failing (samples)"},
+    )
+    quick_verify: bool = field(default=False, metadata={"help": "check PNG headers only, no full decode"})
+    no_verify: bool = field(default=False, metadata={"help": "lay files out without verifying them"})
+    workers: int = field(default=8, metadata={"help": "threads decoding PNGs"})
+
+
+@exits_on_input_error
+def main(argv: list[str] | None = None) -> int:
+    (config,) = HfArgumentParser(DownloadConfig).parse_args_into_dataclasses(args=argv)
+    if config.from_dir and config.from_zip:
+        raise InputError("pass only one of --from-dir and --from-zip")
+    out = Path(config.out)
+    if config.from_zip:
+        new = lay_out_from_zip(config.from_zip, out)
+    else:
+        source = Path(config.from_dir) if config.from_dir else kaggle_download(out)
+        new = lay_out_from_dir(source, out)
+    print(f"{out}: {new} new file(s) laid out")
+    if config.no_verify:
+        return 0
+    result = verify(
+        out, check_counts=not config.no_count_check, quick=config.quick_verify, workers=config.workers
+    )
+    print(format_summary(result, out))
+    if result.ok:
+        return 0
+    problems = out / "verify_problems.txt"
+    atomic_write_text(problems, "\n".join(result.count_problems + result.missing + result.undecodable) + "\n")
+    print(f"error: {out} is incomplete; the full list is in {problems}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

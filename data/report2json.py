@@ -1,0 +1,106 @@
+"""Build the IU X-Ray split files from the Kaggle data (see rrg/data.py for the protocols).
+
+    python data/report2json.py --protocol clean --data_dir data/iu_xray --out data/
+    python data/report2json.py --protocol reference --data_dir data/iu_xray --out data/reference/
+    python data/report2json.py --protocol r2gen --r2gen-annotation annotation.json --out data/r2gen/
+
+Writes train_report.json, val_report.json (not for reference), test_report.json, reports.csv and
+leak_audit.json into --out, and prints the audit.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rrg.cli import exits_on_input_error  # noqa: E402
+from rrg.data import (  # noqa: E402
+    PROTOCOLS,
+    SplitConfig,
+    build_reports_table,
+    build_split,
+    format_audit,
+    leak_audit,
+    read_reference_table,
+    write_splits,
+)
+from rrg.io import InputError  # noqa: E402
+
+
+@dataclass
+class Report2JsonConfig:
+    protocol: str = field(
+        default="clean", metadata={"help": "reference | r2gen | clean", "choices": PROTOCOLS}
+    )
+    data_dir: str = field(default="data/iu_xray", metadata={"help": "the folder data/download.py laid out"})
+    out: str = field(default="data", metadata={"help": "where the split files go"})
+    reference_csv: str | None = field(
+        default=None, metadata={"help": "the reference's report.csv instead of the Kaggle CSVs (exact copy)"}
+    )
+    r2gen_annotation: str | None = field(default=None, metadata={"help": "R2Gen's annotation.json (r2gen)"})
+    seed: int = field(default=42, metadata={"help": "clean protocol: split seed"})
+    fractions: list[float] = field(
+        default_factory=lambda: [0.7, 0.1, 0.2], metadata={"help": "clean protocol: train val test fractions"}
+    )
+    views: str = field(
+        default="frontal",
+        metadata={"help": "frontal (one image) or both (frontal + lateral)", "choices": ["frontal", "both"]},
+    )
+    indication: bool = field(
+        default=False, metadata={"help": "append the clinical indication to the question"}
+    )
+    xxxx: str | None = field(
+        default=None, metadata={"help": "replace the anonymisation token XXXX with this"}
+    )
+    skip_missing: bool = field(
+        default=False, metadata={"help": "skip (and count) missing images / studies without images"}
+    )
+
+
+@exits_on_input_error
+def main(argv: list[str] | None = None) -> int:
+    (args,) = HfArgumentParser(Report2JsonConfig).parse_args_into_dataclasses(args=argv)
+    if args.reference_csv and args.protocol != "reference":
+        raise InputError(
+            "--reference_csv reproduces the reference protocol; use it with --protocol reference"
+        )
+    config = SplitConfig(
+        seed=args.seed,
+        fractions=tuple(args.fractions),
+        views=args.views,
+        indication=args.indication,
+        xxxx=args.xxxx,
+        r2gen_annotation=args.r2gen_annotation,
+    )
+    if args.reference_csv:
+        table = read_reference_table(args.reference_csv, args.data_dir)
+    else:
+        table = build_reports_table(args.data_dir, skip_missing=args.skip_missing, notes=config.notes)
+    splits = build_split(args.protocol, table, config)
+    audit = leak_audit(splits, table)
+    audit["protocol"] = args.protocol
+    audit["config"] = {k: v for k, v in vars(args).items()}
+    audit["notes"] = config.notes
+    written = write_splits(splits, table, audit, args.out)
+    print(format_audit(audit))
+    if config.notes:
+        print(f"notes: {config.notes if args.protocol != 'r2gen' else _short_notes(config.notes)}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _short_notes(notes: dict) -> dict:
+    """r2gen notes without the (possibly long) lists of unmapped ids."""
+    mapping = {
+        name: f"{c['mapped']}/{c['annotated']} mapped" for name, c in notes.get("r2gen_mapping", {}).items()
+    }
+    return {**notes, "r2gen_mapping": mapping}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

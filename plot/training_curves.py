@@ -1,0 +1,111 @@
+"""Training curves from one or more runs' train_log.jsonl: loss, validation loss, learning rate, throughput.
+
+    python plot/training_curves.py runs/lora_r64 runs/lora_r16 --out results/figures/training_curves.png
+
+Runs are overlaid in the same four panels (one colour per run, legend names the run folder), so two
+configurations can be compared at a glance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rrg.cli import exits_on_input_error  # noqa: E402
+from rrg.results import TrainLog, load_train_log  # noqa: E402
+
+
+@dataclass
+class CurvesConfig:
+    run_dirs: list[str]
+    out: str = "training_curves.png"
+    labels: list[str] | None = None
+    smooth: int = 1
+
+
+def parse_args(argv: list[str] | None = None) -> CurvesConfig:
+    # argparse rather than HfArgumentParser: the run folders are positional arguments.
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", help="Run folders (each with train_log.jsonl) or log files.")
+    parser.add_argument("--out", default=CurvesConfig.out, help="Output PNG.")
+    parser.add_argument("--labels", nargs="+", help="Legend names, one per run (default: folder names).")
+    parser.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        help="Rolling-mean window (logged steps) for the training loss; 1 = raw.",
+    )
+    config = CurvesConfig(**vars(parser.parse_args(argv)))
+    if config.labels and len(config.labels) != len(config.run_dirs):
+        parser.error(f"--labels has {len(config.labels)} names for {len(config.run_dirs)} runs")
+    if config.smooth < 1:
+        parser.error("--smooth must be >= 1")
+    return config
+
+
+def run_label(log: TrainLog) -> str:
+    return log.path.parent.name or str(log.path)
+
+
+def plot_training_curves(
+    logs: list[TrainLog], out: Path, labels: list[str] | None = None, smooth: int = 1
+) -> Path:
+    labels = labels or [run_label(log) for log in logs]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True, layout="constrained")
+    (ax_loss, ax_val), (ax_lr, ax_speed) = axes
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    any_eval = False
+    for i, (log, label) in enumerate(zip(logs, labels)):
+        colour = colours[i % len(colours)]
+        train = log.train
+        loss = train["loss"].rolling(smooth, min_periods=1).mean() if smooth > 1 else train["loss"]
+        ax_loss.plot(train["step"], loss, color=colour, label=label, linewidth=1.2)
+        if len(log.eval):
+            any_eval = True
+            ax_val.plot(log.eval["step"], log.eval["val_loss"], "o-", color=colour, label=label, markersize=4)
+        ax_lr.plot(train["step"], train["lr"], color=colour, label=label, linewidth=1.2)
+        ax_speed.plot(train["step"], train["samples_per_s"], color=colour, label=label, linewidth=1.0)
+    if not any_eval:
+        ax_val.text(
+            0.5, 0.5, "no eval events in these logs", ha="center", va="center", transform=ax_val.transAxes
+        )
+
+    smooth_note = f" (rolling mean of {smooth})" if smooth > 1 else ""
+    ax_loss.set(title=f"Training loss{smooth_note}", ylabel="cross-entropy loss (nats/token)")
+    ax_val.set(title="Validation loss", ylabel="cross-entropy loss (nats/token)")
+    ax_lr.set(title="Learning rate", ylabel="learning rate")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax_speed.set(title="Throughput", ylabel="samples / s")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    for ax in axes[1]:
+        ax.set_xlabel("optimizer step")
+        ax.xaxis.set_tick_params(labelbottom=True)
+    fig.suptitle("Training curves: " + ", ".join(labels), fontsize=12, weight="bold")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(out)  # rename: a reader never sees half a PNG
+    return out
+
+
+@exits_on_input_error
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    logs = [load_train_log(run) for run in config.run_dirs]
+    out = plot_training_curves(logs, Path(config.out), config.labels, config.smooth)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
