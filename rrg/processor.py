@@ -29,9 +29,11 @@ class ImageTokenError(RuntimeError):
 def build_tokenizer(tokenizer_dir: str | os.PathLike) -> LlamaTokenizerFast:
     """Fast tokenizer from a folder holding LLaVA-Med's SentencePiece `tokenizer.model`."""
     # A bare LlamaTokenizer(vocab_file=...) silently ignores the file in transformers 5; from_pretrained
-    # on the folder converts it properly (needs sentencepiece).
+    # on the folder converts it properly (needs sentencepiece). legacy=True tokenises text after a
+    # special token the way LLaVA-Med's own tokenizer_image_token did ("<image>\n" -> <image> ▁ \n),
+    # so prompts are token-for-token those the model was trained on (tests/test_prompts.py).
     tokenizer = LlamaTokenizerFast.from_pretrained(
-        str(tokenizer_dir), add_bos_token=True, add_eos_token=False, legacy=False
+        str(tokenizer_dir), add_bos_token=True, add_eos_token=False, legacy=True
     )
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     tokenizer.pad_token = tokenizer.unk_token

@@ -1,0 +1,68 @@
+"""Merge a LoRA adapter into LLaVA-Med and write a standalone HF Llava folder (+ processor).
+
+    python scripts/merge_lora.py --model_path microsoft/llava-med-v1.5-mistral-7b \
+        --lora_path runs/lora/final --out models/llava-med-iuxray-merged
+
+--lora_path takes this project's PEFT adapters or the reference paper's adapter (adapter_model.bin).
+The result loads with `LlavaForConditionalGeneration.from_pretrained(out)` and needs no peft.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from rrg.cli import exits_on_input_error
+from rrg.io import replace_dir
+from rrg.model import load_model
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class MergeArgs:
+    model_path: str = field(
+        metadata={"help": "base model: HF Llava folder/id or original LLaVA-Med id/folder"}
+    )
+    lora_path: str = field(metadata={"help": "adapter folder (PEFT, or the reference paper's adapter)"})
+    out: str = field(metadata={"help": "output folder; replaced atomically if present"})
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "weights dtype of the merged model", "choices": ["auto", *DTYPES]},
+    )
+    device: str = field(
+        default="cpu", metadata={"help": "where to merge: cpu or cuda (faster, needs ~16 GB)"}
+    )
+
+
+@exits_on_input_error
+def main(argv: list[str] | None = None) -> Path:
+    (args,) = HfArgumentParser(MergeArgs).parse_args_into_dataclasses(args=argv)
+    model, processor = load_model(
+        args.model_path,
+        args.lora_path,
+        merge=True,
+        dtype=DTYPES.get(args.dtype),
+        device_map={"": args.device},
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    print(f"merged {args.lora_path} into {args.model_path} -> {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
