@@ -1,0 +1,265 @@
+"""Loss, gradient accumulation, pre-flight, checkpoints/resume and the train_lora.py recipe (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import train_lora
+from rrg import train as T
+from rrg.collate import Collator, ReportDataset, encode_dataset
+from rrg.entries import load_entries
+from rrg.processor import image_token_id, load_processor
+
+PER_IMAGE = 16
+REPORTS = [
+    "Findings: The heart is normal in size. Impression: No acute disease.",
+    "Findings: Mild cardiomegaly; small left pleural effusion. Impression: Cardiomegaly with effusion.",
+    "Findings: Clear lungs. Impression: Normal chest.",
+    "Findings: Right lower lobe opacity. Impression: Pneumonia.",
+    "Findings: Hyperinflated lungs. Impression: COPD.",
+]
+TRAIN_KEYS = {
+    "type",
+    "step",
+    "epoch",
+    "loss",
+    "lr",
+    "grad_norm",
+    "samples_per_s",
+    "tokens_per_s",
+    "elapsed_s",
+}
+
+
+def write_split(
+    folder: Path, reports: list[str], name: str = "split.jsonl", missing: int | None = None
+) -> Path:
+    """A JSONL split (line i+1 = entry i) with one small PNG per entry; entry `missing` has no image file."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(reports))
+    lines = []
+    for i, report in enumerate(reports):
+        image = f"{i}_IM-0001.png"
+        if i != missing:
+            Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / "images" / image)
+        # The reference paper's entry format.
+        lines.append(json.dumps({"prompt": "Write the report.", "input_image": image, "response": report}))
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_training(model_dir: Path, folder: Path, *extra: str) -> Path:
+    out = folder / "out"
+    args = [
+        "--model_path", str(model_dir),
+        "--json_file", str(folder / "split.jsonl"),
+        "--image_dir", str(folder / "images"),
+        "--output_dir", str(out),
+        "--lora_r", "8", "--lora_alpha", "16",
+        "--num_workers", "0", "--seed", "3",
+        *extra,
+    ]  # fmt: skip
+    train_lora.main(args)
+    return out
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_batches(tiny_model_dir, tmp_path_factory):
+    """Three single-sample batches and the same three samples as one padded batch."""
+    folder = tmp_path_factory.mktemp("batches")
+    processor = load_processor(tiny_model_dir)
+    entries = load_entries(write_split(folder, REPORTS[:3]))
+    dataset = ReportDataset(
+        encode_dataset(entries, processor.tokenizer, folder / "images", PER_IMAGE), processor.image_processor
+    )
+    collator = Collator(processor.tokenizer.pad_token_id, image_token_id(processor.tokenizer), PER_IMAGE)
+    return [collator([dataset[i]]) for i in range(3)], collator([dataset[i] for i in range(3)])
+
+
+def lora_model(tiny_model_dir, **overrides):
+    from accelerate import Accelerator
+
+    config = train_lora.TrainConfig(model_path=str(tiny_model_dir), lora_r=8, lora_alpha=16, **overrides)
+    torch.manual_seed(0)
+    model = train_lora.build_model(config, Accelerator(cpu=True))
+    # Non-zero B matrices, so LoRA A also gets gradients (B starts at zero).
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    return model
+
+
+def lora_grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_compute_loss_equals_the_full_logits_loss(tiny_model_dir, tiny_batches):
+    """Logits only at label positions, CE in fp32: same mean loss as HF's loss over all logits."""
+    model = lora_model(tiny_model_dir)
+    _, batch = tiny_batches
+    loss_sum, n_tokens = T.compute_loss(model, batch)
+    with torch.no_grad():
+        reference = model(**batch).loss
+    assert n_tokens == T.count_label_tokens(batch) > 0
+    torch.testing.assert_close(loss_sum / n_tokens, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_accumulation_gives_the_gradient_of_the_whole_group(tiny_model_dir, tiny_batches):
+    """3 micro-batches of 1 == 1 batch of 3 (token-weighted), and a short group is not down-scaled."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    singles, together = tiny_batches
+    model = lora_model(tiny_model_dir)
+    stats = T.accumulate_gradients(model, singles, accelerator)
+    accumulated = lora_grads(model)
+    model.zero_grad()
+    T.accumulate_gradients(model, [together], accelerator)
+    for name, grad in lora_grads(model).items():
+        torch.testing.assert_close(accumulated[name], grad, rtol=1e-4, atol=1e-7)
+    assert stats["samples"] == 3 and stats["label_tokens"] == T.count_label_tokens(together)
+
+    # The last, partial group of an epoch (1 micro-batch where 64 were configured): its gradient is
+    # that of its own mean loss, not 1/64 of it.
+    model.zero_grad()
+    T.accumulate_gradients(model, singles[:1], accelerator)
+    partial = lora_grads(model)
+    model.zero_grad()
+    loss_sum, n = T.compute_loss(model, singles[0])
+    (loss_sum / n).backward()
+    for name, grad in lora_grads(model).items():
+        torch.testing.assert_close(partial[name], grad, rtol=1e-5, atol=1e-8)
+
+
+def test_vision_tower_frozen_projector_only_when_asked(tiny_model_dir):
+    model = lora_model(tiny_model_dir)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+    assert {n.split(".")[-4] for n in trainable if "lora_A" in n} == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
+    }  # fmt: skip
+    with_projector = lora_model(tiny_model_dir, train_projector=True)
+    trainable = [n for n, p in with_projector.named_parameters() if p.requires_grad]
+    assert any("multi_modal_projector" in n for n in trainable)
+    assert not any("vision_tower" in n for n in trainable)
+
+
+def test_loss_falls_and_outputs_are_laid_out(tiny_model_dir, tmp_path):
+    write_split(tmp_path, REPORTS[:3])
+    out = run_training(
+        tiny_model_dir, tmp_path,
+        "--max_steps", "30", "--batch_size", "3", "--gradient_accumulation_steps", "1",
+        "--lr", "1e-2", "--lr_scheduler", "constant_with_warmup", "--warmup_ratio", "0.1",
+        "--val_json", str(tmp_path / "split.jsonl"), "--eval_steps", "15",
+    )  # fmt: skip
+    log = read_log(out)
+    train = [r for r in log if r["type"] == "train"]
+    evals = [r for r in log if r["type"] == "eval"]
+    assert [r["step"] for r in train] == list(range(1, 31))
+    assert all(set(r) == TRAIN_KEYS for r in train)
+    assert [(r["step"], set(r)) for r in evals] == [(15, {"type", "step", "epoch", "val_loss"})] + [
+        (30, {"type", "step", "epoch", "val_loss"})
+    ]
+    assert np.mean([r["loss"] for r in train[-5:]]) < np.mean([r["loss"] for r in train[:3]]) - 0.5  # nats
+    assert evals[1]["val_loss"] < evals[0]["val_loss"]
+    # Warmup (ceil(0.1 * 30) = 3 steps from 0), then constant.
+    assert [r["lr"] for r in train[:5]] == pytest.approx([0.0, 1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2])
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["effective_batch_size"] == 3 and config["total_steps"] == 30 and config["world_size"] == 1
+    for adapter in ("best", "final"):
+        assert (out / adapter / "adapter_model.safetensors").is_file()
+    assert len(T.list_checkpoints(out)) <= 2  # epoch-end checkpoints, save_total_limit 2
+
+    from rrg.model import load_adapter, load_base_model
+
+    model = load_adapter(load_base_model(str(tiny_model_dir)), str(out / "final"))
+    saved = load_file(str(out / "final" / "adapter_model.safetensors"))
+    loaded = {n: p for n, p in model.named_parameters() if "lora_A" in n}
+    assert len(loaded) == sum("lora_A" in k for k in saved) > 0
+
+
+def test_partial_last_group_is_a_step_and_epochs_do_not_mix(tiny_model_dir, tmp_path):
+    """5 micro-batches with accumulation 2: steps of 2, 2, 1 per epoch; the schedule counts 3 per epoch."""
+    write_split(tmp_path, REPORTS)
+    out = run_training(tiny_model_dir, tmp_path, "--epochs", "2", "--gradient_accumulation_steps", "2")
+    train = [r for r in read_log(out) if r["type"] == "train"]
+    assert [r["epoch"] for r in train] == pytest.approx([0.4, 0.8, 1.0, 1.4, 1.8, 2.0])
+    assert json.loads((out / "train_config.json").read_text())["total_steps"] == 6
+    state = json.loads((out / "checkpoints" / "step-000003" / "state.json").read_text())
+    assert (state["step"], state["epoch"], state["batches_done"]) == (3, 1, 0)
+    assert train[-1]["lr"] > 0  # the cosine schedule is sized to 6 steps: lr reaches 0 only after the last
+
+
+def test_resume_ends_with_the_same_adapter(tiny_model_dir, tmp_path):
+    args = ("--epochs", "2", "--gradient_accumulation_steps", "2", "--lr", "5e-3", "--weight_decay", "0.01")
+    write_split(tmp_path / "a", REPORTS)
+    straight = run_training(tiny_model_dir, tmp_path / "a", *args)
+    write_split(tmp_path / "b", REPORTS)
+    # Killed after step 4 (mid second epoch), then resumed with a bare --resume.
+    run_training(tiny_model_dir, tmp_path / "b", *args, "--stop_after_steps", "4")
+    assert not (tmp_path / "b" / "out" / "final").exists()
+    assert T.list_checkpoints(tmp_path / "b" / "out")[-1].name == "step-000004"
+    resumed = run_training(tiny_model_dir, tmp_path / "b", *args, "--resume")
+    a = load_file(str(straight / "final" / "adapter_model.safetensors"))
+    b = load_file(str(resumed / "final" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    steps = [r["step"] for r in read_log(resumed) if r["type"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # no duplicated lines from the killed run
+
+
+def test_checkpoint_states_load_with_weights_only(tiny_model_dir, tmp_path):
+    write_split(tmp_path, REPORTS[:2])
+    out = run_training(tiny_model_dir, tmp_path, "--epochs", "1", "--gradient_accumulation_steps", "1")
+    checkpoint = T.list_checkpoints(out)[-1]
+    for name in ("optimizer.pt", "scheduler.pt", "rng.pt"):
+        assert torch.load(checkpoint / name, weights_only=True)
+    rng = torch.load(checkpoint / "rng.pt", weights_only=True)
+    T.set_rng_state(rng)  # round-trips
+
+
+def test_preflight_names_the_line_of_a_missing_image(tiny_model_dir, tmp_path, capsys):
+    write_split(tmp_path, REPORTS[:4], missing=2)  # entry 3 -> line 3
+    with pytest.raises(SystemExit) as stopped:
+        run_training(tiny_model_dir, tmp_path, "--max_steps", "1")
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert "split.jsonl:3:" in err and "2_IM-0001.png" in err and "--skip_bad" in err
+    assert not (tmp_path / "out" / "final").exists()
+
+    out = run_training(tiny_model_dir, tmp_path, "--max_steps", "1", "--skip_bad")
+    (skipped,) = [r for r in read_log(out) if r["type"] == "skipped"]
+    assert skipped["count"] == 1 and "split.jsonl:3:" in skipped["entries"][0]
+    assert json.loads((out / "train_config.json").read_text())["train_entries"] == 3
+
+
+def test_preflight_reports_unreadable_images_and_malformed_lines(tmp_path):
+    path = write_split(tmp_path, REPORTS[:3])
+    (tmp_path / "images" / "1_IM-0001.png").write_bytes(b"\x89PNG not really")
+    with open(path, "a") as f:
+        f.write(json.dumps({"prompt": "Write the report.", "input_image": "0_IM-0001.png"}) + "\n")
+    entries, problems = T.preflight_entries(path, tmp_path / "images")
+    assert len(entries) == 2
+    assert any("split.jsonl:2:" in p and "unreadable" in p for p in problems)
+    assert any("split.jsonl:4:" in p and "response" in p for p in problems)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bitsandbytes 4-bit (QLoRA) layers need a CUDA GPU")
+def test_qlora_trains(tiny_model_dir, tmp_path):
+    write_split(tmp_path, REPORTS[:2])
+    out = run_training(tiny_model_dir, tmp_path, "--max_steps", "2", "--load_in_4bit", "--dtype", "bfloat16")
+    assert (out / "final" / "adapter_model.safetensors").is_file()
+    assert all(np.isfinite(r["loss"]) for r in read_log(out) if r["type"] == "train")
