@@ -17,17 +17,15 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rrg.cli import exits_on_input_error  # noqa: E402
-from rrg.download import (  # noqa: E402
+from rrg.cli import exits_on_input_error
+from rrg.download import (
     format_summary,
     kaggle_download,
     lay_out_from_dir,
     lay_out_from_zip,
     verify,
 )
-from rrg.io import InputError, atomic_write_text  # noqa: E402
+from rrg.io import InputError, atomic_write_text
 
 
 @dataclass
@@ -56,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(config.from_dir) if config.from_dir else kaggle_download(out)
         new = lay_out_from_dir(source, out)
     print(f"{out}: {new} new file(s) laid out")
+    if out == Path(DownloadConfig.out) and not Path("data/images").exists():
+        # The reference paper's commands pass --image_dir data/images: make that name work too.
+        Path("data/images").symlink_to("iu_xray/images", target_is_directory=True)
+        print("data/images -> data/iu_xray/images (the reference paper's --image_dir)")
     if config.no_verify:
         return 0
     result = verify(

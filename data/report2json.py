@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from transformers import HfArgumentParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rrg.cli import exits_on_input_error  # noqa: E402
-from rrg.data import (  # noqa: E402
+from rrg.cli import exits_on_input_error
+from rrg.data import (
     PROTOCOLS,
     SplitConfig,
     build_reports_table,
@@ -29,7 +26,7 @@ from rrg.data import (  # noqa: E402
     read_reference_table,
     write_splits,
 )
-from rrg.io import InputError  # noqa: E402
+from rrg.io import InputError
 
 
 @dataclass

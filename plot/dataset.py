@@ -17,15 +17,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from transformers import HfArgumentParser  # noqa: E402
+import matplotlib.pyplot as plt
+from transformers import HfArgumentParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rrg.cli import exits_on_input_error  # noqa: E402
-from rrg.data import SPLIT_NAMES, read_csv_checked, split_path  # noqa: E402
-from rrg.entries import Entry, load_entries  # noqa: E402
-from rrg.io import InputError  # noqa: E402
+from rrg.cli import exits_on_input_error
+from rrg.data import SPLIT_NAMES, read_csv_checked, split_path
+from rrg.entries import Entry, load_entries
+from rrg.io import InputError
 
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 

@@ -13,7 +13,6 @@ metric code (findings section), the only like-for-like comparison with the refer
 
 from __future__ import annotations
 
-import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from transformers import HfArgumentParser  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from transformers import HfArgumentParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rrg.cli import exits_on_input_error  # noqa: E402
-from rrg.io import InputError, atomic_write_text  # noqa: E402
-from rrg.results import (  # noqa: E402
+from rrg.cli import exits_on_input_error
+from rrg.io import InputError, atomic_write_text
+from rrg.results import (
     DEFAULT_LITERATURE,
     LEGACY_TOOLING,
     STANDARD_METRICS,

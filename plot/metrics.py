@@ -11,19 +11,17 @@ images should lose points; a difference near zero means the text is written from
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rrg.cli import exits_on_input_error  # noqa: E402
-from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, load_scores  # noqa: E402
+from rrg.cli import exits_on_input_error
+from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, load_scores
 
 
 @dataclass

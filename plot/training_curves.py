@@ -9,18 +9,16 @@ configurations can be compared at a glance.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rrg.cli import exits_on_input_error  # noqa: E402
-from rrg.results import TrainLog, load_train_log  # noqa: E402
+from rrg.cli import exits_on_input_error
+from rrg.results import TrainLog, load_train_log
 
 
 @dataclass

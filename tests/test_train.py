@@ -65,6 +65,7 @@ def run_training(model_dir: Path, folder: Path, *extra: str) -> Path:
         "--output_dir", str(out),
         "--lora_r", "8", "--lora_alpha", "16",
         "--num_workers", "0", "--seed", "3",
+        "--batch_size", "1",  # the tests count steps in single samples; --batch_size below overrides it
         *extra,
     ]  # fmt: skip
     train_lora.main(args)

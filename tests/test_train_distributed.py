@@ -100,7 +100,8 @@ def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> Non
         [
             "--model_path", str(model_dir), "--json_file", str(folder / "split.jsonl"),
             "--image_dir", str(folder / "images"), "--output_dir", str(folder / "out"),
-            "--epochs", "1", "--gradient_accumulation_steps", "1", "--lora_r", "8", "--lora_alpha", "16",
+            "--epochs", "1", "--batch_size", "1", "--gradient_accumulation_steps", "1",
+            "--lora_r", "8", "--lora_alpha", "16",
             "--num_workers", "0", "--val_json", str(folder / "split.jsonl"),
         ]
     )  # fmt: skip

@@ -1,0 +1,17 @@
+"""Zero-shot reports of the base model on a split file, then their scores.
+
+    python eval/llava.py --json_file data/test_report.json [--image_control blank] [--limit 20]
+
+Writes results/zero_shot-<json stem>/predictions.jsonl (one line per entry, appended as produced;
+--resume continues a killed run) and scores.json beside it. All flags: --help.
+"""
+
+from rrg.generate import main as run_eval
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_eval(argv)
+
+
+if __name__ == "__main__":
+    main()

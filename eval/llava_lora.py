@@ -1,0 +1,17 @@
+"""Reports of the base model with a LoRA adapter (ours or the reference paper's), then their scores.
+
+    python eval/llava_lora.py --lora_path LoRA_Weight --json_file data/test_report.json
+
+Writes results/lora-<json stem>/predictions.jsonl (one line per entry, appended as produced;
+--resume continues a killed run) and scores.json beside it. All flags: --help.
+"""
+
+from rrg.generate import main as run_eval
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_eval(argv, require_adapter=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Score generated reports: `python eval/score.py predictions.jsonl --out scores.json`.
+
+Each line of predictions.jsonl holds "id", "prediction" and "reference" (a string or a list of strings),
+optionally "study_id" and "images". Prints a small table and writes the JSON metric card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rrg.cli import exits_on_input_error
+from rrg.io import atomic_write_json
+from rrg.metrics import format_card, read_predictions, score_records
+
+
+@dataclass
+class ScoreConfig:
+    predictions: Path
+    out: Path | None = None
+    no_normalize: bool = False  # score raw text (whitespace squashed) instead of R2Gen-normalised text
+    legacy: bool = False  # also run the reference paper's metric code (per line; needs nltk WordNet)
+    per_image: bool = False  # score every line, as the reference did, instead of one line per study
+    bootstrap: int = 0  # resamples for 95% confidence intervals (0: none)
+    seed: int = 0
+
+
+def parse_args(argv: list[str] | None = None) -> ScoreConfig:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("predictions", type=Path, help="JSONL with id, prediction, reference per line")
+    parser.add_argument("--out", type=Path, help="metric card (JSON); default: <predictions>.scores.json")
+    parser.add_argument("--no_normalize", action="store_true", help="score raw text, not R2Gen-normalised")
+    parser.add_argument("--legacy", action="store_true", help="add the reference paper's metrics (per line)")
+    parser.add_argument("--per_image", action="store_true", help="score every line, not each study once")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="95%% CIs from N resamples")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    config = ScoreConfig(**vars(parser.parse_args(argv)))
+    if config.bootstrap < 0:
+        parser.error("--bootstrap must be >= 0")
+    return config
+
+
+@exits_on_input_error
+def main(argv: list[str] | None = None) -> dict:
+    config = parse_args(argv)
+    records = read_predictions(config.predictions)
+    card = score_records(
+        records,
+        normalize=not config.no_normalize,
+        per_image=config.per_image,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+        legacy=config.legacy,
+        source=str(config.predictions),
+    )
+    out = config.out or config.predictions.with_suffix(".scores.json")
+    atomic_write_json(out, card)
+    print(format_card(card))
+    print(f"metric card: {out}")
+    return card
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

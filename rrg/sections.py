@@ -1,0 +1,61 @@
+"""Split a radiology report into its Findings and Impression sections, tolerantly.
+
+Generated reports are not always well formed, so the parser accepts what models and people write:
+any case ("Findings:", "FINDINGS", "findings -"), impression before findings, a section missing
+(reported as None, so callers can count it), a heading alone on its line. Unlike the reference
+paper's greedy `Findings: (.+)` regex, a section ends where the next heading starts, so "findings"
+never swallows the impression.
+
+A heading is the word findings/impression (singular or plural) at the start of the text, of a line or
+of a sentence (after . ; or whitespace) followed by ":" or a dash, or standing alone at the end of a
+line; an all-caps FINDINGS/IMPRESSION needs no colon at the start of a line or sentence.
+"No acute findings." is not a heading.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NAME = r"(?P<name>findings?|impressions?)"
+_HEADING = re.compile(
+    rf"""(?:^|(?<=[\s.;]))(?i:{_NAME})(?:\s*[:\-\u2013\u2014]+|[ \t]*(?=\n|$))   # Findings: / findings - / alone
+       | (?:^|(?<=[.;])|(?<=[.;]\s))(?P<caps>FINDINGS?|IMPRESSIONS?)\b[ \t]*[:\-\u2013\u2014]*  # FINDINGS""",
+    re.VERBOSE | re.MULTILINE,
+)
+
+
+@dataclass(frozen=True)
+class Sections:
+    findings: str | None  # None: the report has no findings heading
+    impression: str | None  # None: no impression heading
+    body: str  # the whole report without its heading words (what "report" metrics score)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def parse_sections(text: str) -> Sections:
+    """Find the Findings and Impression sections of a report (see the module docstring for the rules).
+
+    A section named twice is the two bodies joined. Text before the first heading belongs to no
+    section but stays in `body`.
+    """
+    matches = list(_HEADING.finditer(text))
+    parts: dict[str, list[str]] = {}
+    pieces = [text[: matches[0].start()]] if matches else [text]
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        content = text[match.end() : end]
+        name = (match.group("name") or match.group("caps")).lower()
+        key = "findings" if name.startswith("finding") else "impression"
+        parts.setdefault(key, []).append(_squash(content))
+        pieces.append(content)
+
+    def section(key: str) -> str | None:
+        return " ".join(p for p in parts[key] if p) if key in parts else None
+
+    return Sections(
+        findings=section("findings"), impression=section("impression"), body=_squash(" ".join(pieces))
+    )

@@ -1,0 +1,631 @@
+"""GPU benchmark: the reference paper's recipe beside ours, on the exact LLaVA-Med-v1.5-Mistral-7B architecture.
+
+    python scripts/benchmark.py                 # full run, ~8 min on an H100
+    python scripts/benchmark.py --quick         # smoke check of every phase, ~3 min
+
+Random weights (speed does not depend on them, and none can be downloaded on a benchmark box): the
+model is built from rrg.tiny.llava_med_config() at the real sizes, saved once, and then loaded by OUR
+loader (rrg.model.load_base_model) for each phase. Samples are real IU X-Ray reports tokenised with the
+real tokenizer (576 image tokens + prompt + report, ~720 tokens); images are synthetic 512x512 PNGs.
+
+Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the end):
+  1. reference recipe: fp16 weights, eager attention, batch 1, every sample padded to 2,048 tokens, no
+     attention mask, autocast + GradScaler, LoRA r64/a128/dropout 0.05 on q,k,v,o,gate,up,down matched by
+     name everywhere (CLIP too), peft's default fp32 adapters; generation batch 1, sampling T=0.2.
+  2. our LoRA training (train_lora.py's build_model, collator, sampler and accumulate_gradients) over a
+     sweep of micro-batch sizes, with and without gradient checkpointing;
+  3. our QLoRA training (bitsandbytes nf4);
+  4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
+     100-token reports over batch sizes.
+Needs the shared data (tokenizer.model and indiana_reports.csv): $RRG_SHARED_DATA or ../shared/data.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The same allocator setting as train_lora.py (see there), before torch initialises CUDA.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from transformers import HfArgumentParser, LlavaForConditionalGeneration
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # train_lora.py (the recipe) lives at the top level, not in rrg/
+
+import train_lora  # noqa: E402
+from rrg import train as T  # noqa: E402
+from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
+from rrg.entries import Entry  # noqa: E402
+from rrg.generate import GenerationSettings, generate_predictions  # noqa: E402
+from rrg.io import atomic_write_json  # noqa: E402
+from rrg.model import load_base_model, load_processor  # noqa: E402
+from rrg.processor import build_processor, build_tokenizer, image_token_id  # noqa: E402
+from rrg.prompts import format_response, render_prompt, report_question  # noqa: E402
+from rrg.tiny import generation_config, llava_med_config  # noqa: E402
+
+H100_BF16_DENSE_FLOPS = 989e12  # datasheet peak (SXM); MFU is reported against it
+REFERENCE_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class BenchConfig:
+    out: str = ""  # default: results/benchmark-<gpu>.json
+    quick: bool = False  # fewer samples and configurations: a smoke check, not figures to report
+    shared_data: str = os.environ.get("RRG_SHARED_DATA", str(REPO.parent / "shared" / "data"))
+    workdir: str = ""  # where the random checkpoint is written (default: a temporary folder)
+    # our LoRA sweep: micro-batch:checkpointing, comma-separated
+    train_configs: str = "8:off,16:on"
+    train_samples: int = 128  # timed samples per configuration (after warm-up)
+    grad_accum: int = 4  # micro-batches per optimizer step in the timed loop
+    reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
+    qlora_micro_batch: int = 16
+    gen_configs: str = "128,128:static,192"  # batch size[:KV cache implementation]
+    gen_reports: int = 256  # reports per batch-size setting
+    reference_gen_reports: int = 2
+    new_tokens: int = 100  # every report is forced to exactly this length
+    num_workers: int = 8
+    phases: str = "reference,lora,qlora,generation"  # comma-separated; also: diagnose
+    markdown: str = ""  # print the Markdown table of an existing results JSON (no GPU needed) and exit
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def real_reports(csv_path: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(findings, impression) of n IU X-Ray studies that have both."""
+    table = pd.read_csv(csv_path)
+    table = table.dropna(subset=["findings", "impression"])
+    table = table.sample(n=min(n, len(table)), random_state=seed, replace=False)
+    return list(zip(table["findings"], table["impression"]))
+
+
+def synthetic_images(folder: Path, n: int = 16) -> list[str]:
+    """Noise PNGs of the Kaggle images' size (512 x 512): preprocessing cost is real, content is not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    names = []
+    for i in range(n):
+        name = f"{i}_IM-0000-1001.dcm.png"
+        Image.fromarray(rng.integers(0, 256, (512, 512), dtype=np.uint8)).convert("RGB").save(folder / name)
+        names.append(name)
+    return names
+
+
+def make_entries(reports: list[tuple[str, str]], images: list[str]) -> list[Entry]:
+    return [
+        Entry(
+            id=str(i),
+            study_id=str(i),
+            images=[images[i % len(images)]],
+            prompt=report_question(),
+            response=format_response(f, imp),
+            findings=f,
+            impression=imp,
+        )
+        for i, (f, imp) in enumerate(reports)
+    ]
+
+
+def build_random_checkpoint(folder: Path, tokenizer_dir: Path) -> None:
+    """The real architecture with random bf16 weights, saved as an HF Llava folder (+ processor)."""
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        torch.set_default_dtype(torch.bfloat16)
+        model = LlavaForConditionalGeneration(llava_med_config())
+        torch.set_default_dtype(torch.float32)
+    model.generation_config = generation_config()
+    model.save_pretrained(folder)
+    build_processor(build_tokenizer(tokenizer_dir)).save_pretrained(folder)
+    del model
+    free_gpu()
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def free_gpu() -> None:
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+@contextmanager
+def timed() -> dict:
+    result: dict = {}
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    yield result
+    torch.cuda.synchronize()
+    result["s"] = time.perf_counter() - start
+
+
+def param_counts(model) -> dict[str, int]:
+    counts = {"decoder": 0, "lm_head": 0, "vision": 0}
+    for name, p in model.named_parameters():
+        n = p.numel() * (2 if p.dtype == torch.uint8 else 1)  # bnb packs two 4-bit weights per byte
+        if "lm_head" in name:
+            counts["lm_head"] += n
+        elif "vision_tower" in name:
+            counts["vision"] += n
+        elif "embed_tokens" not in name:  # a lookup, no FLOPs
+            counts["decoder"] += n
+    return counts
+
+
+def training_flops(
+    params: dict[str, int], tokens: int, label_tokens: int, images: int, vision_tokens: int
+) -> float:
+    """Model FLOPs of LoRA steps without recomputation.
+
+    Frozen weights need the forward (2 FLOPs/param/token) and the input gradient (2 more), not the
+    weight gradient: 4 x params x tokens for the decoder, lm_head only at label positions, and a
+    forward-only frozen vision tower. Attention scores and LoRA's own small matmuls are left out.
+    """
+    return (
+        4 * params["decoder"] * tokens
+        + 4 * params["lm_head"] * label_tokens
+        + 2 * params["vision"] * vision_tokens * images
+    )
+
+
+# --------------------------------------------------------------------------- 1. the reference recipe
+
+
+def reference_training(model_dir: Path, samples, cfg: BenchConfig, pad_id: int) -> dict:
+    """bs 1, padded to 2,048, no attention mask, fp16 + autocast + GradScaler, fp32 LoRA everywhere."""
+    from peft import LoraConfig, get_peft_model
+
+    model = LlavaForConditionalGeneration.from_pretrained(
+        model_dir, dtype=torch.float16, attn_implementation="eager", device_map={"": 0}
+    )
+    model.requires_grad_(False)
+    lora = LoraConfig(
+        r=64, lora_alpha=128, lora_dropout=0.05, target_modules=REFERENCE_NAMES, task_type="CAUSAL_LM"
+    )
+    model = get_peft_model(model, lora)  # peft's default: fp32 adapter weights
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    scaler = torch.amp.GradScaler("cuda")
+    processor = load_processor(str(model_dir))
+    pixel_cache = {}
+
+    def step(sample, i: int) -> None:
+        ids = torch.full((1, 2048), pad_id, dtype=torch.long)
+        labels = torch.full((1, 2048), -100, dtype=torch.long)
+        ids[0, : len(sample)] = torch.tensor(sample.input_ids)
+        labels[0, : len(sample)] = torch.tensor(sample.labels)
+        path = sample.image_paths[0]
+        if path not in pixel_cache:
+            pixel_cache[path] = processor.image_processor(
+                images=[Image.open(path).convert("RGB")], return_tensors="pt"
+            )["pixel_values"]
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = model(
+                input_ids=ids.cuda(), pixel_values=pixel_cache[path].cuda().half(), labels=labels.cuda()
+            )
+        scaler.scale(out.loss / cfg.grad_accum).backward()
+        if (i + 1) % cfg.grad_accum == 0:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+
+    warmup = 2
+    for i, sample in enumerate(samples[:warmup]):
+        step(sample, i)
+    torch.cuda.reset_peak_memory_stats()
+    timed_samples = samples[warmup : warmup + cfg.reference_samples]
+    with timed() as t:
+        for i, sample in enumerate(timed_samples):
+            step(sample, i)
+    n = len(timed_samples)
+    tokens = sum(len(s) for s in timed_samples)
+    result = {
+        "samples_per_s": n / t["s"],
+        "real_tokens_per_s": tokens / t["s"],
+        "padded_tokens_per_s": 2048 * n / t["s"],
+        "peak_gib": peak_gib(),
+        "samples": n,
+    }
+    # The reference computes all 2,048 positions, logits included: its MFU counts padding as work.
+    flops = training_flops(param_counts(model), 2048 * n, 2048 * n, n, 577)
+    result["mfu_padded"] = flops / t["s"] / H100_BF16_DENSE_FLOPS
+    model = model.merge_and_unload()  # generation as the reference evaluates: merged fp16 model
+    result["generation"] = reference_generation(model, processor, samples, cfg)
+    return result  # the caller frees the GPU once these locals are gone
+
+
+@torch.inference_mode()
+def reference_generation(model, processor, samples, cfg: BenchConfig) -> dict:
+    """Batch 1, sampling at T=0.2, fp16, eager attention: the reference's eval loop."""
+    model.eval()
+    model.generation_config.min_new_tokens = cfg.new_tokens
+
+    def one(sample) -> None:
+        image = Image.open(sample.image_paths[0]).convert("RGB")
+        inputs = processor(text=[render_prompt(report_question())], images=[[image]], return_tensors="pt").to(
+            "cuda"
+        )
+        inputs["pixel_values"] = inputs["pixel_values"].half()
+        model.generate(
+            **inputs, do_sample=True, temperature=0.2, max_new_tokens=cfg.new_tokens, pad_token_id=0
+        )
+
+    one(samples[0])
+    with timed() as t:
+        for sample in samples[: cfg.reference_gen_reports]:
+            one(sample)
+    return {"reports_per_s": cfg.reference_gen_reports / t["s"], "batch_size": 1}
+
+
+# --------------------------------------------------------------------------- 2./3. our training
+
+
+def our_training(
+    model_dir: Path,
+    dataset,
+    collator,
+    cfg: BenchConfig,
+    micro_batch: int,
+    checkpointing: bool,
+    load_in_4bit: bool = False,
+) -> dict:
+    """train_lora.py's model setup and accumulation step, timed over cfg.train_samples samples."""
+    from accelerate import Accelerator
+
+    recipe = train_lora.TrainConfig(
+        model_path=str(model_dir),
+        load_in_4bit=load_in_4bit,
+        gradient_checkpointing=checkpointing,
+        batch_size=micro_batch,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_workers=cfg.num_workers,
+    )
+    accelerator = Accelerator()
+    model = train_lora.build_model(recipe, accelerator)
+    optimizer = T.build_optimizer(model, recipe.lr, recipe.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    dtype = torch.bfloat16
+    batches = length_grouped_batches(dataset.lengths(), micro_batch, 1, 0, seed=0, epoch=0)
+    loader = iter(train_lora.make_loader(dataset, batches, collator, recipe, pin_memory=True))
+    warmup_groups = 2
+    timed_groups = max(1, cfg.train_samples // (micro_batch * cfg.grad_accum))
+
+    def group_step() -> dict:
+        group = [next(loader) for _ in range(cfg.grad_accum)]
+        stats = T.accumulate_gradients(model, group, accelerator, dtype)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return stats
+
+    try:
+        losses = [group_step()["loss"] for _ in range(warmup_groups)]
+        torch.cuda.reset_peak_memory_stats()
+        totals = {"samples": 0, "tokens": 0, "label_tokens": 0}
+        with timed() as t:
+            for _ in range(timed_groups):
+                stats = group_step()
+                losses.append(stats["loss"])
+                for key in totals:
+                    totals[key] += stats[key]
+        result = {
+            "micro_batch": micro_batch,
+            "gradient_checkpointing": checkpointing,
+            "samples_per_s": totals["samples"] / t["s"],
+            "real_tokens_per_s": totals["tokens"] / t["s"],
+            "peak_gib": peak_gib(),
+            "samples": totals["samples"],
+            "losses": losses,
+        }
+        flops = training_flops(
+            param_counts(model), totals["tokens"], totals["label_tokens"], totals["samples"], 577
+        )
+        result["mfu"] = flops / t["s"] / H100_BF16_DENSE_FLOPS
+    except Exception as e:  # out of memory, a compile failure: record it and go on with the sweep
+        result = {
+            "micro_batch": micro_batch,
+            "gradient_checkpointing": checkpointing,
+            "error": f"{type(e).__name__}: {str(e)[:200]}",
+        }
+    return result  # the caller frees the GPU once these locals are gone
+
+
+# --------------------------------------------------------------------------- 4. our generation
+
+
+def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) -> list[dict]:
+    """The eval scripts' path: rrg.generate.generate_predictions (DataLoader workers preprocess the next
+    batch while this one generates; each report appended to a JSONL)."""
+    model = load_base_model(str(model_dir), device_map={"": 0})
+    model.eval()
+    model.generation_config.min_new_tokens = cfg.new_tokens  # random weights: force full-length reports
+    processor = load_processor(str(model_dir))
+    items = [(e, e.images) for e in entries[: cfg.gen_reports]]
+    paths = {e.images[0]: image_dir / e.images[0] for e in entries}
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in cfg.gen_configs.split(","):
+            batch_size, *cache = spec.split(":")
+            batch_size = int(batch_size)
+            settings = GenerationSettings(
+                max_new_tokens=cfg.new_tokens,
+                batch_size=batch_size,
+                cache_implementation=cache[0] if cache else None,
+            )
+            identity = {
+                "image_control": "none",
+                "generation": asdict(settings),
+                "model": "random",
+                "adapter": None,
+            }
+
+            def run(n: int, name: str, settings=settings, identity=identity, batch_size=batch_size) -> None:
+                out = Path(tmp) / f"{name}-{batch_size}.jsonl"
+                generate_predictions(
+                    model, processor, items[:n], paths, out, identity, settings, num_workers=4
+                )
+
+            run(batch_size, "warmup")
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                with timed() as t:
+                    run(len(items), "timed")
+                row = {"batch_size": batch_size, "reports_per_s": len(items) / t["s"], "peak_gib": peak_gib()}
+            except Exception as e:  # out of memory, an unsupported cache: record it, try the next setting
+                row = {"batch_size": batch_size, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+                free_gpu()
+            row["cache"] = settings.cache_implementation or "dynamic"
+            results.append(row)
+            print("generation:", json.dumps(row), flush=True)
+    return results
+
+
+# --------------------------------------------------------------------------- where the time goes
+
+
+def diagnose(model_dir: Path, dataset, collator, cfg: BenchConfig) -> dict:
+    """Time the data loader alone, then one micro-batch step alone on a batch already on the GPU."""
+    from accelerate import Accelerator
+
+    micro_batch = 8
+    recipe = train_lora.TrainConfig(
+        model_path=str(model_dir), batch_size=micro_batch, num_workers=cfg.num_workers
+    )
+    batches = length_grouped_batches(dataset.lengths(), micro_batch, 1, 0, seed=0, epoch=0)
+    loader = iter(train_lora.make_loader(dataset, batches, collator, recipe, pin_memory=True))
+    next(loader)
+    start, n = time.perf_counter(), 0
+    for _ in range(min(24, len(batches) - 2)):
+        n += len(next(loader)["input_ids"])
+    result = {"loader_samples_per_s": n / (time.perf_counter() - start), "num_workers": cfg.num_workers}
+    batch = T.move_to(next(loader), torch.device("cuda"), torch.bfloat16)
+    tokens = int(batch["attention_mask"].sum())
+    for checkpointing in (False, True):
+        recipe.gradient_checkpointing = checkpointing
+        model = train_lora.build_model(recipe, Accelerator())
+        scale = 1.0 / max(T.count_label_tokens(batch), 1)
+        for _ in range(2):
+            T.training_step(model, batch, scale)
+        steps = 8
+        with timed() as t:
+            for _ in range(steps):
+                T.training_step(model, batch, scale)
+        key = "step_ckpt_on" if checkpointing else "step_ckpt_off"
+        result[key] = {
+            "samples_per_s": steps * micro_batch / t["s"],
+            "tokens_per_s": steps * tokens / t["s"],
+            "ms_per_micro_batch": 1000 * t["s"] / steps,
+        }
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        ) as prof:
+            T.training_step(model, batch, scale)
+            torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
+        result[key]["profile_top"] = table
+        print(table, flush=True)
+        model = None
+        free_gpu()
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def best(rows: list[dict], key: str) -> dict | None:
+    rows = [r for r in rows if key in r]
+    return max(rows, key=lambda r: r[key]) if rows else None
+
+
+def summary_table(report: dict) -> str:
+    ref = report.get("reference") or {}
+    lines = [f"{'':34} {'samples/s':>10} {'tok/s':>8} {'peak GiB':>9} {'MFU':>6} {'x ref':>6}"]
+
+    def row(name: str, r: dict | None, mfu_key: str = "mfu") -> None:
+        if not r or "samples_per_s" not in r:
+            lines.append(f"{name:34} {'-':>10}")
+            return
+        ratio = r["samples_per_s"] / ref["samples_per_s"] if ref.get("samples_per_s") else float("nan")
+        lines.append(
+            f"{name:34} {r['samples_per_s']:10.2f} {r['real_tokens_per_s']:8.0f} {r['peak_gib']:9.1f} "
+            f"{r.get(mfu_key, float('nan')):6.1%} {ratio:6.2f}"
+        )
+
+    row("reference recipe (fp16, pad 2048)", ref, "mfu_padded")
+    for r in report.get("lora", []):
+        label = f"ours LoRA mb{r['micro_batch']} ckpt {'on' if r['gradient_checkpointing'] else 'off'}"
+        row(label, r) if "error" not in r else lines.append(f"{label:34} {r['error'][:60]}")
+    for r in report.get("qlora", []):
+        label = f"ours QLoRA mb{r['micro_batch']} ckpt {'on' if r['gradient_checkpointing'] else 'off'}"
+        row(label, r) if "error" not in r else lines.append(f"{label:34} {r['error'][:60]}")
+    lines.append("")
+    lines.append(f"{'generation, 100-token reports':34} {'reports/s':>10} {'peak GiB':>9} {'x ref':>6}")
+    ref_gen = (ref.get("generation") or {}).get("reports_per_s")
+    if ref_gen:
+        lines.append(f"{'reference (bs 1, T=0.2, fp16)':34} {ref_gen:10.2f}")
+    for r in report.get("generation", []):
+        if "error" in r:
+            lines.append(f"{'ours bs ' + str(r['batch_size']) + ' ' + r['cache']:34} {r['error'][:60]}")
+            continue
+        ratio = r["reports_per_s"] / ref_gen if ref_gen else float("nan")
+        lines.append(
+            f"{'ours bs ' + str(r['batch_size']) + ' ' + r['cache']:34} {r['reports_per_s']:10.2f} "
+            f"{r['peak_gib']:9.1f} {ratio:6.1f}"
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(report: dict) -> str:
+    """The README's performance table, from a results JSON."""
+    ref = report["reference"]
+    rows = [
+        "| | samples/s | real tokens/s | peak GiB | MFU | vs reference |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| reference recipe (fp16, eager, bs 1 padded to 2,048) | {ref['samples_per_s']:.2f} | "
+        f"{ref['real_tokens_per_s']:.0f} | {ref['peak_gib']:.1f} | {ref['mfu_padded']:.1%} | 1.00x |",
+    ]
+    for kind, key in (("LoRA (bf16)", "lora"), ("QLoRA (nf4)", "qlora")):
+        for r in report.get(key, []):
+            if "error" in r:
+                continue
+            name = f"ours, {kind}, micro-batch {r['micro_batch']}, checkpointing {'on' if r['gradient_checkpointing'] else 'off'}"
+            rows.append(
+                f"| {name} | {r['samples_per_s']:.2f} | {r['real_tokens_per_s']:.0f} | {r['peak_gib']:.1f} | "
+                f"{r['mfu']:.1%} | {r['samples_per_s'] / ref['samples_per_s']:.2f}x |"
+            )
+    gen_ref = ref["generation"]["reports_per_s"]
+    rows += [
+        "",
+        "| generation, 100-token reports | reports/s | peak GiB | vs reference |",
+        "|---|---:|---:|---:|",
+        f"| reference (bs 1, sampling T=0.2, fp16, eager) | {gen_ref:.2f} | | 1x |",
+    ]
+    for r in report.get("generation", []):
+        if "error" not in r:
+            rows.append(
+                f"| ours, batch {r['batch_size']}, {r['cache']} KV cache | {r['reports_per_s']:.2f} | "
+                f"{r['peak_gib']:.1f} | {r['reports_per_s'] / gen_ref:.0f}x |"
+            )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    (cfg,) = HfArgumentParser(BenchConfig).parse_args_into_dataclasses()
+    if cfg.markdown:
+        print(markdown_table(json.loads(Path(cfg.markdown).read_text())))
+        return
+    if not torch.cuda.is_available():
+        sys.exit("error: the benchmark needs a CUDA GPU")
+    if cfg.quick:
+        cfg.train_micro_batches, cfg.train_checkpointing, cfg.train_samples = "8", "off", 32
+        cfg.reference_samples, cfg.gen_batch_sizes, cfg.gen_reports, cfg.reference_gen_reports = (
+            4,
+            "32",
+            64,
+            1,
+        )
+    shared = Path(cfg.shared_data)
+    tokenizer_dir = shared / "llava-med-v1.5-mistral-7b"
+    reports_csv = shared / "iu_xray" / "indiana_reports.csv"
+    for path in (tokenizer_dir / "tokenizer.model", reports_csv):
+        if not path.exists():
+            sys.exit(f"error: {path} is missing (set --shared_data or RRG_SHARED_DATA)")
+    gpu = torch.cuda.get_device_name()
+    out = Path(
+        cfg.out
+        or REPO / "results" / f"benchmark-{gpu.split()[1].lower() if len(gpu.split()) > 1 else 'gpu'}.json"
+    )
+    workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="rrg-bench-"))
+    model_dir, image_dir = workdir / "llava-med-random", workdir / "images"
+
+    import peft
+    import transformers
+
+    report: dict = {
+        "gpu": gpu,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "python": platform.python_version(),
+        },
+        "config": asdict(cfg),
+    }
+    print(json.dumps(report["versions"]), gpu, flush=True)
+
+    with timed() as t:
+        build_random_checkpoint(model_dir, tokenizer_dir)
+    print(f"random checkpoint written in {t['s']:.0f} s", flush=True)
+    processor = load_processor(str(model_dir))
+    tokenizer = processor.tokenizer
+    per_image = 576
+    n_samples = max(cfg.train_samples * 4, cfg.gen_reports, 512)
+    entries = make_entries(real_reports(reports_csv, n_samples), synthetic_images(image_dir))
+    samples = encode_dataset(entries, tokenizer, image_dir, per_image)
+    report["sample_tokens"] = {
+        "mean": float(np.mean([len(s) for s in samples])),
+        "mean_label_tokens": float(np.mean([sum(x != -100 for x in s.labels) for s in samples])),
+    }
+    print(f"samples: {report['sample_tokens']}", flush=True)
+    dataset = ReportDataset(samples, processor.image_processor)
+    collator = Collator(tokenizer.pad_token_id, image_token_id(tokenizer), per_image)
+
+    phases = set(cfg.phases.split(","))
+
+    def keep(name: str, value) -> None:  # each phase is written at once: a later crash loses nothing
+        report[name] = value
+        atomic_write_json(out, report)
+        print(f"{name}:", json.dumps(value), flush=True)
+
+    if "reference" in phases:
+        keep("reference", reference_training(model_dir, samples, cfg, tokenizer.pad_token_id))
+        free_gpu()
+    if "lora" in phases:
+        rows = []
+        for spec in cfg.train_configs.split(","):
+            micro_batch, checkpointing = spec.split(":")
+            rows.append(
+                our_training(model_dir, dataset, collator, cfg, int(micro_batch), checkpointing == "on")
+            )
+            free_gpu()
+            keep("lora", rows)
+    if "qlora" in phases:
+        row = our_training(model_dir, dataset, collator, cfg, cfg.qlora_micro_batch, True, load_in_4bit=True)
+        free_gpu()
+        keep("qlora", [row])
+    if "generation" in phases:
+        keep("generation", our_generation(model_dir, entries, image_dir, cfg))
+        free_gpu()
+    if "diagnose" in phases:
+        keep("diagnose", diagnose(model_dir, dataset, collator, cfg))
+    report["best"] = {
+        "lora": best(report.get("lora", []), "samples_per_s"),
+        "generation": best(report.get("generation", []), "reports_per_s"),
+    }
+    atomic_write_json(out, report)
+    print()
+    print(summary_table(report))
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Inputs of the CPU smoke run: a small Kaggle-shaped IU X-Ray folder and a tiny random LLaVA-Med
+checkpoint in the ORIGINAL format (so the run also exercises the on-the-fly conversion).
+
+    python scripts/make_smoke_inputs.py --out smoke_out [--studies 40]
+Needs LLaVA-Med's config, weight index and tokenizer.model from the shared data folder
+($RRG_SHARED_DATA, default ../shared/data); uses its Kaggle CSVs when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rrg.cli import exits_on_input_error
+from rrg.convert import write_tiny_original_checkpoint
+from rrg.io import InputError
+from rrg.sample import write_sample_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@exits_on_input_error
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("smoke_out"))
+    parser.add_argument("--studies", type=int, default=40)
+    parser.add_argument(
+        "--shared_data",
+        type=Path,
+        default=Path(os.environ.get("RRG_SHARED_DATA", REPO.parent / "shared" / "data")),
+    )
+    args = parser.parse_args()
+    llava_dir = args.shared_data / "llava-med-v1.5-mistral-7b"
+    needed = [llava_dir / name for name in ("config.json", "model.safetensors.index.json", "tokenizer.model")]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise InputError(f"missing {', '.join(missing)}: set RRG_SHARED_DATA to the shared data folder")
+    kaggle = write_sample_dataset(args.out / "kaggle", args.studies, kaggle_dir=args.shared_data / "iu_xray")
+    model = write_tiny_original_checkpoint(args.out / "tiny-llava-med-original", llava_dir)
+    print(f"sample dataset: {kaggle}\ntiny original-format model: {model}")
+
+
+if __name__ == "__main__":
+    main()

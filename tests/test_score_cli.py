@@ -1,0 +1,114 @@
+"""eval/score.py: bad input gives one line naming file:line and exit 1; a good file gives the card."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "eval" / "score.py"
+
+GOOD = [
+    {
+        "id": "7_0",
+        "images": ["CXR7_IM-2263-1001.png"],
+        "prediction": "Findings: Heart size normal. Lungs clear. Impression: Normal chest.",
+        "reference": "Findings: The heart size is normal. The lungs are clear. Impression: No acute disease.",
+    },
+    {
+        "id": "7_1",
+        "images": ["CXR7_IM-2263-2001.png"],
+        "prediction": "Findings: Cardiomegaly. Impression: Cardiomegaly.",
+        "reference": "Findings: The heart size is normal. The lungs are clear. Impression: No acute disease.",
+    },
+    {
+        "id": "1900",
+        "study_id": "1900",
+        "prediction": "",
+        "reference": ["Findings: Mild cardiomegaly. Impression: Cardiomegaly.", "Findings: Big heart."],
+    },
+]
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_malformed_line_exits_1_naming_file_and_line(tmp_path):
+    path = _write(tmp_path / "preds.jsonl", [json.dumps(GOOD[0]), '{"id": "x", "prediction": "a", '])
+    result = _run(str(path), "--out", str(tmp_path / "scores.json"))
+    assert result.returncode == 1
+    assert f"{path}:2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "scores.json").exists()
+
+
+def test_missing_field_exits_1_naming_it(tmp_path):
+    path = _write(tmp_path / "preds.jsonl", [json.dumps(GOOD[0]), json.dumps({"id": "x", "prediction": "a"})])
+    result = _run(str(path))
+    assert result.returncode == 1
+    assert f"{path}:2" in result.stderr and "'reference'" in result.stderr
+
+
+def test_cli_writes_the_card(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import score
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    path = _write(tmp_path / "preds.jsonl", [json.dumps(r) for r in GOOD])
+    out = tmp_path / "card.json"
+    score.main([str(path), "--out", str(out), "--bootstrap", "50", "--seed", "3"])
+    card = json.loads(out.read_text())
+    assert set(card) == {"metrics", "ci95", "counts", "settings", "versions", "notes"}
+    assert card["counts"]["scored"] == 2 and card["counts"]["duplicate_views_dropped"] == 1
+    assert card["counts"]["empty_predictions"] == 1
+    assert card["settings"] == {
+        "normalize": True,
+        "per_image": False,
+        "bootstrap": 50,
+        "seed": 3,
+        "legacy": False,
+        "predictions": str(path),
+    }
+    assert set(card["ci95"]["report"]["BLEU-4"]) and len(card["ci95"]["report"]["BLEU-4"]) == 2
+    captured = capsys.readouterr()
+    assert f"{path}:3: empty prediction" in captured.err
+    assert "BLEU-4" in captured.out and "report" in captured.out
+
+
+@pytest.mark.parametrize("flag", ["--bootstrap=-1"])
+def test_bad_flag_is_a_usage_error(tmp_path, flag):
+    path = _write(tmp_path / "preds.jsonl", [json.dumps(GOOD[0])])
+    result = _run(str(path), flag)
+    assert result.returncode == 2 and "--bootstrap" in result.stderr
+
+
+def test_legacy_without_wordnet_is_one_line_with_the_install_command(tmp_path, monkeypatch, capsys):
+    import nltk.corpus
+
+    class NoWordNet:
+        def ensure_loaded(self):
+            raise LookupError("Resource wordnet not found")
+
+    monkeypatch.setattr(nltk.corpus, "wordnet", NoWordNet())
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import score
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    path = _write(tmp_path / "preds.jsonl", [json.dumps(GOOD[0])])
+    with pytest.raises(SystemExit) as exit_info:
+        score.main([str(path), "--legacy"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "python -m nltk.downloader wordnet" in err
