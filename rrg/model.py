@@ -20,7 +20,9 @@ from .tiny import generation_config
 
 # Kept in bf16 under 4-bit: CLIP and the projector are small and precision-sensitive, and lm_head
 # is the output layer (the QLoRA recipe leaves it unquantised too).
-UNQUANTIZED_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+# Full module-name prefixes: transformers 5 matches these patterns from the start of the name
+# (re.match), so a bare "vision_tower" would not keep "model.vision_tower...." out of 4-bit.
+UNQUANTIZED_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 def default_cache_root() -> Path:
@@ -74,8 +76,17 @@ def resolve_model_path(model_path: str, cache_dir: str | None = None) -> str:
     return str(target)
 
 
-def default_dtype() -> torch.dtype:
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+def places_on_gpu(device_map) -> bool:
+    """Whether from_pretrained(device_map=...) puts the weights on a GPU ("auto", "cuda:0", {"": 0}, ...)."""
+    if device_map is None or not torch.cuda.is_available():
+        return False
+    targets = device_map.values() if isinstance(device_map, dict) else [device_map]
+    return any(str(target) not in ("cpu", "disk") for target in targets)
+
+
+def default_dtype(device_map=None) -> torch.dtype:
+    """bf16 where the weights go to a GPU, fp32 on the CPU (bf16 matmuls there are slow and less exact)."""
+    return torch.bfloat16 if places_on_gpu(device_map) else torch.float32
 
 
 def quantization_config() -> BitsAndBytesConfig:
@@ -97,7 +108,7 @@ def load_base_model(
     attn_implementation: str = "sdpa",
     device_map=None,
 ) -> LlavaForConditionalGeneration:
-    """LLaVA-Med as LlavaForConditionalGeneration: bf16 on GPU, fp32 on CPU unless dtype says otherwise.
+    """LLaVA-Med as LlavaForConditionalGeneration: bf16 on a GPU, fp32 on the CPU unless dtype says otherwise.
 
     The model stays where device_map puts it (CPU when None); 4-bit loading needs CUDA and defaults to
     this process's GPU (LOCAL_RANK), as bitsandbytes weights cannot be moved after loading.
@@ -113,7 +124,7 @@ def load_base_model(
             device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = LlavaForConditionalGeneration.from_pretrained(
         path,
-        dtype=dtype or default_dtype(),
+        dtype=dtype or default_dtype(device_map),
         attn_implementation=attn_implementation,
         device_map=device_map,
         **kwargs,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from transformers import LlavaProcessor
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from rrg.convert import convert_checkpoint, write_tiny_original_checkpoint
 from rrg.model import UNQUANTIZED_MODULES, load_base_model, load_model, quantization_config
 from rrg.processor import ImageTokenError, build_processor, build_tokenizer, check_image_tokens
 from rrg.prompts import render_prompt
-from rrg.tiny import IMAGE_TOKEN_ID
+from rrg.tiny import IMAGE_TOKEN_ID, tiny_config
 from tests.conftest import shared_path
 
 
@@ -90,7 +90,21 @@ def test_4bit_settings():
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
     assert config.bnb_4bit_use_double_quant and config.bnb_4bit_compute_dtype == torch.bfloat16
     assert set(config.llm_int8_skip_modules) == set(UNQUANTIZED_MODULES)
-    assert set(UNQUANTIZED_MODULES) == {"vision_tower", "multi_modal_projector", "lm_head"}
+
+
+def test_4bit_skip_patterns_keep_vision_projector_and_head_unquantised():
+    # transformers' own matcher (the one its bitsandbytes quantizer applies to every module name): a bare
+    # "vision_tower" pattern would let CLIP be quantised, as happened on transformers 5.17.
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    real = LlavaForConditionalGeneration(tiny_config())
+    linear_names = [name for name, module in real.named_modules() if isinstance(module, torch.nn.Linear)]
+    kept = [name for name in linear_names if not should_convert_module(name, UNQUANTIZED_MODULES)]
+    quantised = [name for name in linear_names if should_convert_module(name, UNQUANTIZED_MODULES)]
+    assert kept and all(
+        n.startswith(("model.vision_tower.", "model.multi_modal_projector.", "lm_head")) for n in kept
+    )
+    assert quantised and all(n.startswith("model.language_model.layers.") for n in quantised)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error message")

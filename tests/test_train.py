@@ -129,7 +129,9 @@ def test_accumulation_gives_the_gradient_of_the_whole_group(tiny_model_dir, tiny
     model.zero_grad()
     T.accumulate_gradients(model, [together], accelerator)
     for name, grad in lora_grads(model).items():
-        torch.testing.assert_close(accumulated[name], grad, rtol=1e-4, atol=1e-7)
+        # Relative to the tensor's norm: fp32 sums in another order differ by ~1e-6 on some CPUs, while a
+        # mis-scaled group would be off by a whole factor.
+        assert (accumulated[name] - grad).norm() <= 1e-4 * grad.norm(), name
     assert stats["samples"] == 3 and stats["label_tokens"] == T.count_label_tokens(together)
 
     # The last, partial group of an epoch (1 micro-batch where 64 were configured): its gradient is
