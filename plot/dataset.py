@@ -24,6 +24,7 @@ from rrg.cli import exits_on_input_error
 from rrg.data import SPLIT_NAMES, read_csv_checked, split_path
 from rrg.entries import Entry, load_entries
 from rrg.io import InputError
+from rrg.results import save_figure
 
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
@@ -131,11 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_lengths(ax_lengths, splits)
     plot_frequent_reports(bottom.subplots(), table, config.top)
     fig.suptitle(f"IU X-Ray splits in {data_dir}", fontsize=14)
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(out)  # atomic: a reader never sees half a PNG
+    out = save_figure(fig, config.out, dpi=110)
     print(f"wrote {out}")
     return 0
 

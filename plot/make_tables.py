@@ -37,6 +37,7 @@ from rrg.results import (
     load_literature,
     load_scores,
     markdown_table,
+    save_figure,
     tooling_label,
 )
 
@@ -209,8 +210,7 @@ def render_png(table: pd.DataFrame, path: Path) -> None:
     fig.canvas.draw()
     box = grid.get_window_extent(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
     fig.text(box.x0, box.y0 - 0.01, textwrap.fill(NOTE, 230), fontsize=8, va="top", ha="left")
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=150, bbox_inches="tight")
 
 
 def write_outputs(table: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from rrg.cli import exits_on_input_error
-from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, load_scores
+from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, load_scores, save_figure
 
 
 @dataclass
@@ -120,12 +120,7 @@ def plot_metrics(
 
     axes[-1].set_xlabel("metric")
     fig.suptitle("Report generation metrics on IU X-Ray", fontsize=12, weight="bold")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(out)  # rename: a reader never sees half a PNG
-    return out
+    return save_figure(fig, out, dpi=130)
 
 
 @exits_on_input_error

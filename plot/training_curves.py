@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from rrg.cli import exits_on_input_error
-from rrg.results import TrainLog, load_train_log
+from rrg.results import TrainLog, load_train_log, save_figure
 
 
 @dataclass
@@ -89,12 +89,7 @@ def plot_training_curves(
         ax.set_xlabel("optimizer step")
         ax.xaxis.set_tick_params(labelbottom=True)
     fig.suptitle("Training curves: " + ", ".join(labels), fontsize=12, weight="bold")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(out)  # rename: a reader never sees half a PNG
-    return out
+    return save_figure(fig, out, dpi=130)
 
 
 @exits_on_input_error

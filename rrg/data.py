@@ -326,12 +326,8 @@ def reference_split(table: pd.DataFrame) -> dict[str, list[Entry]]:
     }
 
 
-def clean_entry(row: pd.Series, config: SplitConfig) -> Entry | None:
+def study_entry(row: pd.Series, config: SplitConfig, findings: str | None, impression: str | None) -> Entry:
     """One entry per study: its chosen image(s), a question without report text, cleaned references."""
-    findings = clean_text(row["findings"], config.xxxx)
-    impression = clean_text(row["impression"], config.xxxx)
-    if findings is None or impression is None:
-        return None
     indication = clean_text(row["indication"], config.xxxx)
     images, views = pick_images(row, config.views, config.notes)
     return Entry(
@@ -340,11 +336,20 @@ def clean_entry(row: pd.Series, config: SplitConfig) -> Entry | None:
         images=images,
         views=views,
         prompt=report_question(indication if config.indication else None),
-        response=format_response(findings, impression),
+        response=format_response(findings or "", impression or "").strip(),
         findings=findings,
         impression=impression,
         indication=indication,
     )
+
+
+def clean_entry(row: pd.Series, config: SplitConfig) -> Entry | None:
+    """The study's entry, or None when it lacks findings or impression."""
+    findings = clean_text(row["findings"], config.xxxx)
+    impression = clean_text(row["impression"], config.xxxx)
+    if findings is None or impression is None:
+        return None
+    return study_entry(row, config, findings, impression)
 
 
 def seeded_study_split(
@@ -404,19 +409,7 @@ def r2gen_entry(row: pd.Series, config: SplitConfig) -> Entry:
         config.notes["r2gen_without_impression"] = config.notes.get("r2gen_without_impression", 0) + 1
     if findings is None:
         config.notes["r2gen_without_findings"] = config.notes.get("r2gen_without_findings", 0) + 1
-    indication = clean_text(row["indication"], config.xxxx)
-    images, views = pick_images(row, config.views, config.notes)
-    return Entry(
-        id=str(row["uid"]),
-        study_id=str(row["uid"]),
-        images=images,
-        views=views,
-        prompt=report_question(indication if config.indication else None),
-        response=format_response(findings or "", impression or "").strip(),
-        findings=findings,
-        impression=impression,
-        indication=indication,
-    )
+    return study_entry(row, config, findings, impression)
 
 
 def r2gen_split(table: pd.DataFrame, config: SplitConfig) -> dict[str, list[Entry]]:

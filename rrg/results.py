@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from .io import InputError, iter_jsonl
+from .metrics import METRICS as STANDARD_METRICS
+from .metrics import SECTIONS as SECTIONS  # re-exported for the plot scripts
 
-STANDARD_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-SECTIONS = ("report", "findings", "impression")
 # The reference paper's own metric code names its columns differently; map them onto ours so its
 # legacy numbers land in the same table columns.
 LEGACY_TO_STANDARD = {
@@ -297,3 +297,16 @@ def markdown_table(df: pd.DataFrame) -> str:
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
+
+
+def save_figure(fig, out: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Write a matplotlib figure atomically (temporary file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    fig.savefig(tmp, **savefig_kwargs)
+    plt.close(fig)
+    tmp.replace(out)  # a reader never sees half a PNG
+    return out
