@@ -47,3 +47,20 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     from rrg.tiny import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_original(tmp_path_factory) -> Path:
+    """A tiny random checkpoint in the ORIGINAL LLaVA-Med format (real key names, 2 shards + index)."""
+    from rrg.convert import write_tiny_original_checkpoint
+
+    reference = shared_path("llava-med-v1.5-mistral-7b", "model.safetensors.index.json").parent
+    return write_tiny_original_checkpoint(tmp_path_factory.mktemp("original") / "llava-med", reference)
+
+
+@pytest.fixture(scope="session")
+def converted(tiny_original, tmp_path_factory) -> Path:
+    """tiny_original converted to an HF Llava folder by rrg.convert."""
+    from rrg.convert import convert_checkpoint
+
+    return convert_checkpoint(tiny_original, tmp_path_factory.mktemp("converted") / "llava-med-hf")

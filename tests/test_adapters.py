@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import LlavaForConditionalGeneration
 
-from rrg.convert import VISION_PREFIX, convert_checkpoint, write_tiny_original_checkpoint
+from rrg.convert import VISION_PREFIX, convert_checkpoint
 from rrg.io import InputError
 from rrg.model import load_adapter, load_base_model, load_processor
 from rrg.prompts import render_prompt
@@ -26,17 +26,6 @@ TARGET = re.compile(
     r"^(model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"
     r"|" + re.escape(VISION_PREFIX) + r"encoder\.layers\.\d+\.self_attn\.[qkv]_proj)\.weight$"
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_original(tmp_path_factory):
-    reference = shared_path("llava-med-v1.5-mistral-7b", "model.safetensors.index.json").parent
-    return write_tiny_original_checkpoint(tmp_path_factory.mktemp("original") / "llava-med", reference)
-
-
-@pytest.fixture(scope="module")
-def converted(tiny_original, tmp_path_factory):
-    return convert_checkpoint(tiny_original, tmp_path_factory.mktemp("converted") / "llava-med-hf")
 
 
 def original_tensors(folder):

@@ -18,7 +18,6 @@ from rrg.convert import (
     convert_checkpoint,
     expected_hf_keys,
     map_original_keys,
-    write_tiny_original_checkpoint,
 )
 from rrg.io import InputError
 from rrg.model import load_base_model, load_processor, resolve_model_path
@@ -27,17 +26,6 @@ from rrg.tiny import IMAGE_TOKEN_ID, llava_med_config
 from tests.conftest import shared_path
 
 REAL = "llava-med-v1.5-mistral-7b"
-
-
-@pytest.fixture(scope="module")
-def tiny_original(tmp_path_factory):
-    reference = shared_path(REAL, "model.safetensors.index.json").parent
-    return write_tiny_original_checkpoint(tmp_path_factory.mktemp("original") / "llava-med", reference)
-
-
-@pytest.fixture(scope="module")
-def converted(tiny_original, tmp_path_factory):
-    return convert_checkpoint(tiny_original, tmp_path_factory.mktemp("converted") / "llava-med-hf")
 
 
 def test_real_index_maps_onto_llava_state_dict():

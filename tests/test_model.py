@@ -7,23 +7,10 @@ import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
-from rrg.convert import convert_checkpoint, write_tiny_original_checkpoint
 from rrg.model import UNQUANTIZED_MODULES, load_base_model, load_model, quantization_config
 from rrg.processor import ImageTokenError, build_processor, build_tokenizer, check_image_tokens
 from rrg.prompts import render_prompt
 from rrg.tiny import IMAGE_TOKEN_ID, tiny_config
-from tests.conftest import shared_path
-
-
-@pytest.fixture(scope="module")
-def tiny_original(tmp_path_factory):
-    reference = shared_path("llava-med-v1.5-mistral-7b", "model.safetensors.index.json").parent
-    return write_tiny_original_checkpoint(tmp_path_factory.mktemp("original") / "llava-med", reference)
-
-
-@pytest.fixture(scope="module")
-def converted(tiny_original, tmp_path_factory):
-    return convert_checkpoint(tiny_original, tmp_path_factory.mktemp("converted") / "llava-med-hf")
 
 
 def test_load_model_from_original_folder(tiny_original, tmp_path, monkeypatch):
