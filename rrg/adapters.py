@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 
-from .convert import map_original_key, read_json
-from .io import InputError
+from .convert import map_original_key
+from .io import InputError, read_json_object
 
 PEFT_PREFIX = "base_model.model."
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_[AB])\.weight$")
@@ -131,7 +131,7 @@ def load_reference_adapter(model, lora_path: Path, state: dict[str, torch.Tensor
     if non_lora.exists():
         load_non_lora_trainables(model, non_lora)
     config = reference_lora_config(
-        read_json(lora_path / "adapter_config.json"), lora_modules(remapped), is_trainable
+        read_json_object(lora_path / "adapter_config.json"), lora_modules(remapped), is_trainable
     )
     peft_model = get_peft_model(model, config)
     result = set_peft_model_state_dict(peft_model, remapped)

@@ -10,7 +10,6 @@ stays near the size of one shard (~5 GB for the 7B model).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-from .io import InputError, atomic_write_json, replace_dir
+from .io import InputError, atomic_write_json, read_json_object, replace_dir
 from .processor import build_processor, build_tokenizer
 from .tiny import IMAGE_TOKEN_ID, VOCAB_SIZE, generation_config, llava_med_config
 
@@ -92,20 +91,11 @@ def expected_hf_keys(config: LlavaConfig) -> set[str]:
     return set(model.state_dict())
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-
-
 def source_weight_map(src: Path) -> dict[str, str]:
     """tensor name -> shard file name, from the index (or the single model.safetensors)."""
     index = src / "model.safetensors.index.json"
     if index.exists():
-        return read_json(index)["weight_map"]
+        return read_json_object(index)["weight_map"]
     single = src / "model.safetensors"
     if not single.exists():
         raise InputError(f"{src}: neither model.safetensors.index.json nor model.safetensors")
@@ -218,7 +208,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Convert an original-format LLaVA-Med folder (or Hub id) into an HF Llava folder at dst."""
     src = download_original(str(src)) if not Path(src).is_dir() else Path(src)
     dst = Path(dst)
-    original = read_json(src / "config.json")
+    original = read_json_object(src / "config.json")
     weight_map = source_weight_map(src)
     config = hf_config_from_original(src, original, weight_map)
     mapping = map_original_keys(weight_map)
@@ -280,8 +270,8 @@ def write_tiny_original_checkpoint(
     from transformers import CLIPVisionModel, MistralForCausalLM
 
     reference_dir, out = Path(reference_dir), Path(out_dir)
-    real_config = read_json(reference_dir / "config.json")
-    real_map = read_json(reference_dir / "model.safetensors.index.json")["weight_map"]
+    real_config = read_json_object(reference_dir / "config.json")
+    real_map = read_json_object(reference_dir / "model.safetensors.index.json")["weight_map"]
     hf = llava_med_config(
         text_layers=2, hidden_size=64, intermediate_size=128, heads=4, kv_heads=2,
         vision_layers=3, vision_hidden=128, vision_intermediate=256, vision_heads=2, image_size=56,

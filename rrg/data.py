@@ -17,7 +17,6 @@ Protocols:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .entries import Entry
-from .io import InputError, atomic_write_json, atomic_write_text
+from .io import InputError, atomic_write_json, atomic_write_text, read_json_object
 from .prompts import REFERENCE_PROMPT_PREFIX, format_response, report_question
 
 PROTOCOLS = ("reference", "r2gen", "clean")
@@ -380,13 +379,7 @@ R2GEN_ID = re.compile(r"^CXR(\d+)_")
 
 def read_r2gen_annotation(path: str | os.PathLike) -> dict[str, list[str]]:
     """R2Gen's annotation.json -> {"train"|"val"|"test": [study uid, ...]} ("CXR2384_IM-0942" is uid 2384)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found (R2Gen's annotation.json; pass it with --r2gen-annotation)")
-    try:
-        annotation = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    annotation = read_json_object(path)
     splits: dict[str, list[str]] = {}
     for name in ("train", "val", "test"):
         if not isinstance(annotation, dict) or not isinstance(annotation.get(name), list):

@@ -56,6 +56,20 @@ def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Non
         shutil.rmtree(old)
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file holding one object; missing, malformed or non-object files raise InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one record as one line and flush it to disk, so a killed run keeps every finished line."""
     path = Path(path)

@@ -14,8 +14,8 @@ import torch
 from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 from . import processor as processor_lib
-from .convert import HF_MODEL_TYPE, ORIGINAL_MODEL_TYPE, convert_checkpoint, read_json
-from .io import InputError
+from .convert import HF_MODEL_TYPE, ORIGINAL_MODEL_TYPE, convert_checkpoint
+from .io import InputError, read_json_object
 from .tiny import generation_config
 
 # Kept in bf16 under 4-bit: CLIP and the projector are small and precision-sensitive, and lm_head
@@ -32,11 +32,11 @@ def default_cache_root() -> Path:
 def read_model_config(model_path: str) -> dict:
     """config.json of a local folder or a Hub id, as a dict."""
     if Path(model_path).is_dir():
-        return read_json(Path(model_path) / "config.json")
+        return read_json_object(Path(model_path) / "config.json")
     from huggingface_hub import hf_hub_download
 
     try:
-        return read_json(Path(hf_hub_download(model_path, "config.json")))
+        return read_json_object(Path(hf_hub_download(model_path, "config.json")))
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - not found, offline, bad id: all mean "cannot use this path"

@@ -6,7 +6,6 @@ line or field), so a bad file stops a plot with one clear line instead of a KeyE
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .io import InputError, iter_jsonl
+from .io import InputError, iter_jsonl, read_json_object
 from .metrics import METRICS as STANDARD_METRICS
 from .metrics import SECTIONS as SECTIONS  # re-exported for the plot scripts
 
@@ -46,18 +45,6 @@ LITERATURE_SOURCE_FIELDS = ("title", "venue", "year", "table")
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _read_json_object(path: Path) -> dict:
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _check_metric_table(path: Path, where: str, table: Any) -> dict[str, dict[str, float]]:
@@ -103,7 +90,7 @@ class ScoreCard:
 
 def load_scores(path: str | os.PathLike) -> ScoreCard:
     path = Path(path)
-    data = _read_json_object(path)
+    data = read_json_object(path)
     if "metrics" not in data:
         raise InputError(f"{path}: no 'metrics' field (is this a scores.json from eval?)")
     metrics = _check_metric_table(path, "metrics", data["metrics"])
@@ -246,7 +233,7 @@ DEFAULT_LITERATURE = Path(__file__).resolve().parent.parent / "plot" / "literatu
 def load_literature(path: str | os.PathLike = DEFAULT_LITERATURE) -> list[dict]:
     """Published rows (model, group, split, tooling, section, metrics, source, verified), validated."""
     path = Path(path)
-    data = _read_json_object(path)
+    data = read_json_object(path)
     rows = data.get("rows")
     if not isinstance(rows, list) or not rows:
         raise InputError(f"{path}: field 'rows' must be a non-empty list")

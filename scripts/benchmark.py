@@ -1,12 +1,14 @@
 """GPU benchmark: the reference paper's recipe beside ours, on the exact LLaVA-Med-v1.5-Mistral-7B architecture.
 
-    python scripts/benchmark.py                 # full run, ~8 min on an H100
-    python scripts/benchmark.py --quick         # smoke check of every phase, ~3 min
+    python scripts/benchmark.py                        # every phase, one process
+    python scripts/benchmark.py --phases lora,qlora    # some phases (also: reference, generation, diagnose)
+    python scripts/benchmark.py --quick                # a smoke check of every phase, not figures to report
+    python scripts/benchmark.py --markdown results/benchmark-h100.json   # the README table, no GPU
 
 Random weights (speed does not depend on them, and none can be downloaded on a benchmark box): the
 model is built from rrg.tiny.llava_med_config() at the real sizes, saved once, and then loaded by OUR
 loader (rrg.model.load_base_model) for each phase. Samples are real IU X-Ray reports tokenised with the
-real tokenizer (576 image tokens + prompt + report, ~720 tokens); images are synthetic 512x512 PNGs.
+real tokenizer (576 image tokens + prompt + report: 694 tokens on average); images are synthetic 512x512 PNGs.
 
 Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the end):
   1. reference recipe: fp16 weights, eager attention, batch 1, every sample padded to 2,048 tokens, no
