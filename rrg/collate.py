@@ -157,11 +157,16 @@ class ReportDataset(torch.utils.data.Dataset):
 
 @dataclass
 class Collator:
-    """Pad to the batch's longest sample (right padding, masked) and check every sample's image tokens."""
+    """Pad to the batch's longest sample (right padding, masked) and check every sample's image tokens.
+
+    pad_to_multiple_of rounds the padded length up (8 in train_lora.py): a compiled layer specialises
+    on whether the length is a multiple of 8 (aligned memory), so mixed lengths would compile twice.
+    """
 
     pad_token_id: int
     image_token_id: int
     per_image: int
+    pad_to_multiple_of: int = 1
 
     def __call__(self, items: list[dict]) -> dict:
         for item in items:
@@ -174,6 +179,7 @@ class Collator:
                 item["source"],
             )
         longest = max(len(item["input_ids"]) for item in items)
+        longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
         input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(items), longest), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(items), longest), dtype=torch.long)
@@ -186,9 +192,20 @@ class Collator:
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
+            # Computed here, on the CPU: on the GPU, `nonzero` would stall the host every micro-batch.
+            "logit_positions": label_positions(labels),
             # Llava takes all images of the batch stacked, in the order their tokens appear.
             "pixel_values": torch.cat([item["pixel_values"] for item in items]),
         }
+
+
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose logits predict a label: j such that labels[:, j + 1] is not ignored in any row.
+
+    The loss needs logits only there (`logits_to_keep`): the report is ~100 tokens of a ~700-token sample.
+    """
+    has_target = (labels[:, 1:] != IGNORE_INDEX).any(dim=0)
+    return has_target.nonzero().squeeze(-1)
 
 
 def length_grouped_batches(

@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from transformers import BatchFeature
 
 from .entries import Entry, load_entries, resolve_image
 from .io import InputError, append_jsonl, atomic_write_json, iter_jsonl
 from .processor import check_image_tokens, image_token_id, tokens_per_image
-from .prompts import render_prompt
+from .prompts import IMAGE_TOKEN, render_prompt
 
 DEFAULT_MODEL = "microsoft/llava-med-v1.5-mistral-7b"
 DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
@@ -197,7 +198,7 @@ class EvalConfig:
         default=None, metadata={"help": "LoRA adapter folder (ours or the paper's)"}
     )
     image_dir: str = field(default=DEFAULT_IMAGE_DIR, metadata={"help": "folder holding the images"})
-    # 128 was the fastest batch on an H100 (20 reports/s, 33 GiB; results/benchmark-h100.json).
+    # On an H100: 19.3 reports/s at 33 GiB; 192 gave 20.9 at 42.6 GiB (results/benchmark-h100.json).
     batch_size: int = 128
     max_new_tokens: int = 256
     num_beams: int = 1
@@ -220,7 +221,7 @@ class EvalConfig:
     legacy: bool = field(
         default=False, metadata={"help": "also score with the reference paper's metric code"}
     )
-    num_workers: int = field(default=2, metadata={"help": "image-loading workers (0: in the main process)"})
+    num_workers: int = field(default=4, metadata={"help": "image-loading workers (0: in the main process)"})
     cache_implementation: str | None = field(
         default=None, metadata={"help": "KV cache: transformers' dynamic one (default) or 'static'"}
     )
@@ -330,15 +331,19 @@ def _prediction_line(entry: Entry, image_names: list[str], prediction: str, iden
     }
 
 
-class _StudyImages(torch.utils.data.Dataset):
-    """(entry, image names, PIL views) per pending entry; a bad image comes back as its message.
+class _StudyPixels(torch.utils.data.Dataset):
+    """(entry, image names, pixel values) per pending entry; a bad image comes back as its message.
 
+    Each study is preprocessed on its own in a loader worker, so a batch of 128 is spread over all
+    workers (one worker building a whole batch took ~5 s on an H100 host, longer than generating it).
     Errors are returned, not raised, so a worker process does not turn them into a multi-line
     traceback: the main process raises them as one InputError.
     """
 
-    def __init__(self, items: list[tuple[Entry, list[str]]], paths: dict[str, Path], blank_colour=None):
-        self.items, self.paths, self.blank_colour = items, paths, blank_colour
+    def __init__(
+        self, items: list[tuple[Entry, list[str]]], paths: dict[str, Path], image_processor, blank=False
+    ):
+        self.items, self.paths, self.image_processor, self.blank = items, paths, image_processor, blank
 
     def __len__(self) -> int:
         return len(self.items)
@@ -349,29 +354,40 @@ class _StudyImages(torch.utils.data.Dataset):
             views = [load_image(self.paths[name], entry.source) for name in names]
         except InputError as e:
             return entry, names, str(e)
-        if self.blank_colour is not None:
-            views = [blank_like(view, self.blank_colour) for view in views]
-        return entry, names, views
+        if self.blank:
+            views = [blank_like(view, self.image_processor.image_mean) for view in views]
+        return entry, names, self.image_processor(images=views, return_tensors="pt")["pixel_values"]
 
 
-class _Collate:
-    """Runs the processor (tokenise, expand `<image>`, preprocess images) inside the loader workers."""
+def assemble_batch(
+    tokenizer, studies: Sequence[tuple[Entry, list[str], torch.Tensor]], per_image: int
+) -> dict:
+    """Left-padded prompt ids + stacked pixel values of preprocessed studies: what encode_batch gives.
 
-    def __init__(self, processor, per_image: int):
-        self.processor, self.per_image = processor, per_image
+    `<image>` is expanded to per_image tokens before tokenising, as LlavaProcessor does (a test checks
+    the two agree), and every sample's image tokens are checked.
+    """
+    texts = [
+        render_prompt(entry.prompt, n_images=len(pixels)).replace(IMAGE_TOKEN, IMAGE_TOKEN * per_image)
+        for entry, _, pixels in studies
+    ]
+    with left_padding(tokenizer):
+        inputs = tokenizer(texts, padding=True, return_tensors="pt")
+    token = image_token_id(tokenizer)
+    for ids, (entry, _, pixels) in zip(inputs["input_ids"], studies):
+        check_image_tokens(ids, len(pixels), token, per_image, entry.source)
+    return {**inputs, "pixel_values": torch.cat([pixels for _, _, pixels in studies])}
 
-    def __call__(self, batch):
-        for _, _, views in batch:
-            if isinstance(views, str):
-                return batch, views
-        inputs = encode_batch(
-            self.processor,
-            [entry.prompt for entry, _, _ in batch],
-            [views for _, _, views in batch],
-            self.per_image,
-            [entry.source for entry, _, _ in batch],
-        )
-        return batch, inputs
+
+def batches_of(iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def generate_predictions(
@@ -387,18 +403,21 @@ def generate_predictions(
     """Generate for each (entry, image names) and append one line per entry to `out` as it finishes."""
     from tqdm.auto import tqdm
 
-    blank = identity["image_control"] == "blank"
-    dataset = _StudyImages(items, paths, processor.image_processor.image_mean if blank else None)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=settings.batch_size,
-        collate_fn=_Collate(processor, tokens_per_image(model.config)),
-        num_workers=num_workers,
+    dataset = _StudyPixels(
+        items, paths, processor.image_processor, blank=identity["image_control"] == "blank"
     )
+    # Workers run ahead by about two batches while the GPU generates.
+    prefetch = max(2, -(-2 * settings.batch_size // num_workers)) if num_workers else None
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=num_workers, prefetch_factor=prefetch
+    )
+    per_image = tokens_per_image(model.config)
     with tqdm(total=len(items), desc=f"generate ({identity['image_control']})", unit="report") as bar:
-        for batch, inputs in loader:
-            if isinstance(inputs, str):
-                raise InputError(inputs)
+        for batch in batches_of(loader, settings.batch_size):
+            for _, _, pixels in batch:
+                if isinstance(pixels, str):
+                    raise InputError(pixels)
+            inputs = BatchFeature(assemble_batch(processor.tokenizer, batch, per_image))
             predictions = generate_from_inputs(model, processor, inputs, settings)
             for (entry, names, _), prediction in zip(batch, predictions):
                 append_jsonl(out, _prediction_line(entry, names, prediction, identity))

@@ -28,17 +28,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .collate import IGNORE_INDEX, select_images
+from .collate import IGNORE_INDEX, label_positions, select_images
 from .entries import Entry, entry_from_record, resolve_image
 from .io import InputError, atomic_write_json, read_json_records, read_jsonl, replace_dir
 
 # --------------------------------------------------------------------------- loss
-
-
-def label_positions(labels: torch.Tensor) -> torch.Tensor:
-    """Positions whose logits predict a label: j such that labels[:, j + 1] is not ignored in any row."""
-    has_target = (labels[:, 1:] != IGNORE_INDEX).any(dim=0)
-    return has_target.nonzero().squeeze(-1)
 
 
 def compute_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +44,10 @@ def compute_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     forward (rather than its inner LlavaModel) keeps DDP/FSDP/DeepSpeed wrappers in the loop.
     """
     labels = batch["labels"]
-    positions = label_positions(labels).to(labels.device)
+    positions = batch.get("logit_positions")  # the Collator's, computed on the CPU
+    if positions is None:
+        positions = label_positions(labels)
+    positions = positions.to(labels.device)
     outputs = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
@@ -83,6 +80,23 @@ def training_step(model, batch: dict, loss_scale: float, backward=None) -> torch
     else:
         backward(scaled)
     return loss_sum.detach()
+
+
+def compile_decoder_layers(model, dynamic: bool | None = True) -> int:
+    """torch.compile every decoder layer of the language model in place (regional compilation).
+
+    All layers share one compiled graph (same code, parameters passed as inputs), so the first batch
+    pays one compilation of a single layer, not of the whole 7B model. Inductor fuses what eager
+    PyTorch runs as separate memory-bound kernels: RMSNorm's fp32 round trip, rotary embeddings,
+    SiLU x up, LoRA's scale-and-add. Sequence lengths vary from batch to batch, so shapes are
+    symbolic from the start (dynamic=True): one graph serves every length. Training compiles two (the
+    first layer's input needs no gradient, the others' do). Returns the number of layers compiled.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = base.get_decoder().layers
+    for layer in layers:
+        layer.compile(dynamic=dynamic)
+    return len(layers)
 
 
 def move_to(batch: dict, device: torch.device, dtype: torch.dtype | None = None) -> dict:

@@ -1,7 +1,7 @@
 """GPU benchmark: the reference paper's recipe beside ours, on the exact LLaVA-Med-v1.5-Mistral-7B architecture.
 
     python scripts/benchmark.py                        # every phase, one process
-    python scripts/benchmark.py --phases lora,qlora    # some phases (also: reference, generation, diagnose)
+    python scripts/benchmark.py --phases lora,qlora    # some phases (also: reference, generation, diagnose, gen_diagnose)
     python scripts/benchmark.py --quick                # a smoke check of every phase, not figures to report
     python scripts/benchmark.py --markdown results/benchmark-h100.json   # the README table, no GPU
 
@@ -14,11 +14,15 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
   1. reference recipe: fp16 weights, eager attention, batch 1, every sample padded to 2,048 tokens, no
      attention mask, autocast + GradScaler, LoRA r64/a128/dropout 0.05 on q,k,v,o,gate,up,down matched by
      name everywhere (CLIP too), peft's default fp32 adapters; generation batch 1, sampling T=0.2.
-  2. our LoRA training (train_lora.py's build_model, collator, sampler and accumulate_gradients) over a
-     sweep of micro-batch sizes, with and without gradient checkpointing;
-  3. our QLoRA training (bitsandbytes nf4);
+  2. our LoRA training (train_lora.py's build_model, collator, sampler and accumulate_gradients) over
+     --train_configs, e.g. "8,16+ckpt+compile,8+compile+budget=0.7" (micro-batch, then options);
+  3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
-     100-token reports over batch sizes.
+     100-token reports over --gen_configs (batch size[:KV cache]).
+Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
+gen_diagnose (one generation batch: prompt pass vs decode steps, per KV-cache setting).
+Compiled configurations pay their compilation in the warm-up; graphs_compiled_while_timed shows none
+happened inside the timed window.
 Needs the shared data (tokenizer.model and indiana_reports.csv): $RRG_SHARED_DATA or ../shared/data.
 """
 
@@ -37,7 +41,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +57,10 @@ import train_lora  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
-from rrg.generate import GenerationSettings, generate_predictions  # noqa: E402
+from rrg.generate import GenerationSettings, encode_batch, generate_predictions  # noqa: E402
 from rrg.io import atomic_write_json  # noqa: E402
 from rrg.model import load_base_model, load_processor  # noqa: E402
-from rrg.processor import build_processor, build_tokenizer, image_token_id  # noqa: E402
+from rrg.processor import build_processor, build_tokenizer, image_token_id, tokens_per_image  # noqa: E402
 from rrg.prompts import format_response, render_prompt, report_question  # noqa: E402
 from rrg.tiny import generation_config, llava_med_config  # noqa: E402
 
@@ -70,14 +74,15 @@ class BenchConfig:
     quick: bool = False  # fewer samples and configurations: a smoke check, not figures to report
     shared_data: str = os.environ.get("RRG_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     workdir: str = ""  # where the random checkpoint is written (default: a temporary folder)
-    # our LoRA sweep: micro-batch:checkpointing, comma-separated
-    train_configs: str = "8:off,16:on"
+    # Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient
+    # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X).
+    train_configs: str = "8,8+compile,8+compile+budget=0.7,16+compile+budget=0.3,16+ckpt+compile"
+    qlora_configs: str = "16+ckpt"
     train_samples: int = 128  # timed samples per configuration (after warm-up)
     grad_accum: int = 4  # micro-batches per optimizer step in the timed loop
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
-    qlora_micro_batch: int = 16
-    gen_configs: str = "128,128:static,192"  # batch size[:KV cache implementation]
-    gen_reports: int = 256  # reports per batch-size setting
+    gen_configs: str = "128,128:static,256,256:static"  # batch size[:KV cache implementation]
+    gen_reports: int = 256  # reports per batch-size setting (a multiple of each batch size)
     reference_gen_reports: int = 2
     new_tokens: int = 100  # every report is forced to exactly this length
     num_workers: int = 8
@@ -281,14 +286,44 @@ def reference_generation(model, processor, samples, cfg: BenchConfig) -> dict:
 # --------------------------------------------------------------------------- 2./3. our training
 
 
+@dataclass
+class TrainSpec:
+    """One training configuration of the sweep, e.g. "16+compile+budget=0.3"."""
+
+    micro_batch: int
+    checkpointing: bool = False
+    compile: bool = False
+    budget: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> TrainSpec:
+        head, *options = text.strip().split("+")
+        spec = cls(micro_batch=int(head))
+        for option in options:
+            if option == "ckpt":
+                spec.checkpointing = True
+            elif option == "compile":
+                spec.compile = True
+            elif option.startswith("budget="):
+                spec.budget = float(option.split("=", 1)[1])
+            else:
+                raise ValueError(f"unknown training option {option!r} in {text!r} (ckpt, compile, budget=X)")
+        return spec
+
+    def label(self) -> str:
+        parts = [f"mb{self.micro_batch}", "ckpt" if self.checkpointing else ""]
+        parts += ["compile" if self.compile else "", f"budget {self.budget:g}" if self.budget < 1 else ""]
+        return " ".join(p for p in parts if p)
+
+
+def compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 def our_training(
-    model_dir: Path,
-    dataset,
-    collator,
-    cfg: BenchConfig,
-    micro_batch: int,
-    checkpointing: bool,
-    load_in_4bit: bool = False,
+    model_dir: Path, dataset, collator, cfg: BenchConfig, spec: TrainSpec, load_in_4bit=False
 ) -> dict:
     """train_lora.py's model setup and accumulation step, timed over cfg.train_samples samples."""
     from accelerate import Accelerator
@@ -296,20 +331,23 @@ def our_training(
     recipe = train_lora.TrainConfig(
         model_path=str(model_dir),
         load_in_4bit=load_in_4bit,
-        gradient_checkpointing=checkpointing,
-        batch_size=micro_batch,
+        gradient_checkpointing=spec.checkpointing,
+        compile=spec.compile,
+        activation_memory_budget=spec.budget,
+        batch_size=spec.micro_batch,
         gradient_accumulation_steps=cfg.grad_accum,
         num_workers=cfg.num_workers,
     )
+    torch._dynamo.reset()  # a graph compiled under another configuration must not be reused
     accelerator = Accelerator()
     model = train_lora.build_model(recipe, accelerator)
     optimizer = T.build_optimizer(model, recipe.lr, recipe.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     dtype = torch.bfloat16
-    batches = length_grouped_batches(dataset.lengths(), micro_batch, 1, 0, seed=0, epoch=0)
+    batches = length_grouped_batches(dataset.lengths(), spec.micro_batch, 1, 0, seed=0, epoch=0)
     loader = iter(train_lora.make_loader(dataset, batches, collator, recipe, pin_memory=True))
     warmup_groups = 2
-    timed_groups = max(1, cfg.train_samples // (micro_batch * cfg.grad_accum))
+    timed_groups = max(1, cfg.train_samples // (spec.micro_batch * cfg.grad_accum))
 
     def group_step() -> dict:
         group = [next(loader) for _ in range(cfg.grad_accum)]
@@ -319,8 +357,15 @@ def our_training(
         optimizer.zero_grad(set_to_none=True)
         return stats
 
+    result = {
+        "config": asdict(spec),
+        "micro_batch": spec.micro_batch,
+        "gradient_checkpointing": spec.checkpointing,
+    }
     try:
-        losses = [group_step()["loss"] for _ in range(warmup_groups)]
+        with timed() as warm:
+            losses = [group_step()["loss"] for _ in range(warmup_groups)]
+        graphs = compiled_graphs()
         torch.cuda.reset_peak_memory_stats()
         totals = {"samples": 0, "tokens": 0, "label_tokens": 0}
         with timed() as t:
@@ -329,13 +374,14 @@ def our_training(
                 losses.append(stats["loss"])
                 for key in totals:
                     totals[key] += stats[key]
-        result = {
-            "micro_batch": micro_batch,
-            "gradient_checkpointing": checkpointing,
+        result |= {
             "samples_per_s": totals["samples"] / t["s"],
             "real_tokens_per_s": totals["tokens"] / t["s"],
             "peak_gib": peak_gib(),
             "samples": totals["samples"],
+            "warmup_s": warm["s"],  # compilation included
+            "graphs_compiled": graphs,
+            "graphs_compiled_while_timed": compiled_graphs() - graphs,  # 0: no recompilation in the window
             "losses": losses,
         }
         flops = training_flops(
@@ -343,11 +389,8 @@ def our_training(
         )
         result["mfu"] = flops / t["s"] / H100_BF16_DENSE_FLOPS
     except Exception as e:  # out of memory, a compile failure: record it and go on with the sweep
-        result = {
-            "micro_batch": micro_batch,
-            "gradient_checkpointing": checkpointing,
-            "error": f"{type(e).__name__}: {str(e)[:200]}",
-        }
+        result["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    print(("QLoRA " if load_in_4bit else "LoRA ") + spec.label() + ":", json.dumps(result), flush=True)
     return result  # the caller frees the GPU once these locals are gone
 
 
@@ -391,7 +434,22 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
             try:
                 with timed() as t:
                     run(len(items), "timed")
-                row = {"batch_size": batch_size, "reports_per_s": len(items) / t["s"], "peak_gib": peak_gib()}
+                peak = peak_gib()
+                # Then one batch to its first token (image preprocessing, CLIP, the prompt's prefill):
+                # the rest of a batch's time is decoding.
+                model.generation_config.min_new_tokens = 1
+                with timed() as first:
+                    run(batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
+                model.generation_config.min_new_tokens = cfg.new_tokens
+                batch_s = t["s"] * batch_size / len(items)
+                row = {
+                    "batch_size": batch_size,
+                    "reports_per_s": len(items) / t["s"],
+                    "peak_gib": peak,
+                    "batch_s": batch_s,
+                    "first_token_s": first["s"],
+                    "decode_ms_per_step": 1000 * (batch_s - first["s"]) / (cfg.new_tokens - 1),
+                }
             except Exception as e:  # out of memory, an unsupported cache: record it, try the next setting
                 row = {"batch_size": batch_size, "error": f"{type(e).__name__}: {str(e)[:200]}"}
                 free_gpu()
@@ -450,12 +508,79 @@ def diagnose(model_dir: Path, dataset, collator, cfg: BenchConfig) -> dict:
     return result
 
 
+@torch.inference_mode()
+def diagnose_generation(
+    model_dir: Path, entries, image_dir: Path, cfg: BenchConfig, batch_size: int = 128
+) -> dict:
+    """Where one generation batch's time goes: the prompt (prefill) alone, then the decode steps, for
+    transformers' dynamic KV cache, a static one run eagerly, and a static one with generate's own
+    compiled decode step. Inputs are built once, so no image loading is timed."""
+    model = load_base_model(str(model_dir), device_map={"": 0}).eval()
+    processor = load_processor(str(model_dir))
+    chosen = entries[:batch_size]
+    views = [[Image.open(image_dir / e.images[0]).convert("RGB")] for e in chosen]
+    inputs = encode_batch(processor, [e.prompt for e in chosen], views, tokens_per_image(model.config))
+    inputs = inputs.to("cuda")
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    variants = {
+        "dynamic": {},
+        "static_eager": {"cache_implementation": "static", "disable_compile": True},
+        "static_compiled": {"cache_implementation": "static"},
+    }
+    rows: dict = {"batch_size": batch_size, "prompt_tokens": int(inputs["input_ids"].shape[1])}
+
+    def generate(n: int, kwargs: dict) -> None:
+        model.generation_config.min_new_tokens = n
+        model.generate(**inputs, max_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
+
+    for name, kwargs in variants.items():
+        try:
+            with timed() as warm:
+                generate(cfg.new_tokens, kwargs)  # compiles, where it compiles
+            with timed() as full:
+                generate(cfg.new_tokens, kwargs)
+            with timed() as first:  # last: a static cache of another length would be rebuilt
+                generate(1, kwargs)
+            rows[name] = {
+                "warmup_s": warm["s"],
+                "total_s": full["s"],
+                "prefill_s": first["s"],
+                "decode_ms_per_step": 1000 * (full["s"] - first["s"]) / (cfg.new_tokens - 1),
+                "reports_per_s": batch_size / full["s"],
+            }
+        except Exception as e:  # an unsupported cache or compile failure: record it, try the next
+            rows[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        print(f"generation {name}:", json.dumps(rows[name]), flush=True)
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
 def best(rows: list[dict], key: str) -> dict | None:
     rows = [r for r in rows if key in r]
     return max(rows, key=lambda r: r[key]) if rows else None
+
+
+def row_label(r: dict) -> str:
+    if "config" in r:
+        return TrainSpec(**r["config"]).label()
+    return f"mb{r['micro_batch']}" + (" ckpt" if r["gradient_checkpointing"] else "")  # older results
+
+
+def train_flags(r: dict, four_bit: bool) -> str:
+    """The train_lora.py flags that run a measured configuration (its other settings are the defaults)."""
+    if "config" not in r:
+        return row_label(r)
+    spec = TrainSpec(**r["config"])
+    flags = [f"--batch_size {spec.micro_batch}"]
+    flags += ["--load_in_4bit"] if four_bit else []
+    flags += ["--gradient_checkpointing"] if spec.checkpointing else []
+    flags += [] if spec.compile else ["--no_compile"]
+    default_budget = train_lora.TrainConfig.activation_memory_budget
+    if spec.compile and not spec.checkpointing and spec.budget != default_budget:
+        flags.append(f"--activation_memory_budget {spec.budget:g}")
+    return "`" + " ".join(flags) + "`"
 
 
 def summary_table(report: dict) -> str:
@@ -474,10 +599,10 @@ def summary_table(report: dict) -> str:
 
     row("reference recipe (fp16, pad 2048)", ref, "mfu_padded")
     for r in report.get("lora", []):
-        label = f"ours LoRA mb{r['micro_batch']} ckpt {'on' if r['gradient_checkpointing'] else 'off'}"
+        label = f"ours LoRA {row_label(r)}"
         row(label, r) if "error" not in r else lines.append(f"{label:34} {r['error'][:60]}")
     for r in report.get("qlora", []):
-        label = f"ours QLoRA mb{r['micro_batch']} ckpt {'on' if r['gradient_checkpointing'] else 'off'}"
+        label = f"ours QLoRA {row_label(r)}"
         row(label, r) if "error" not in r else lines.append(f"{label:34} {r['error'][:60]}")
     lines.append("")
     lines.append(f"{'generation, 100-token reports':34} {'reports/s':>10} {'peak GiB':>9} {'x ref':>6}")
@@ -500,16 +625,16 @@ def markdown_table(report: dict) -> str:
     """The README's performance table, from a results JSON."""
     ref = report["reference"]
     rows = [
-        "| | samples/s | real tokens/s | peak GiB | MFU | vs reference |",
+        "| training (train_lora.py flags) | samples/s | real tokens/s | peak GiB | MFU | vs reference |",
         "|---|---:|---:|---:|---:|---:|",
         f"| reference recipe (fp16, eager, bs 1 padded to 2,048) | {ref['samples_per_s']:.2f} | "
         f"{ref['real_tokens_per_s']:.0f} | {ref['peak_gib']:.1f} | {ref['mfu_padded']:.1%} | 1.00x |",
     ]
-    for kind, key in (("LoRA (bf16)", "lora"), ("QLoRA (nf4)", "qlora")):
+    for key in ("lora", "qlora"):
         for r in report.get(key, []):
             if "error" in r:
                 continue
-            name = f"ours, {kind}, micro-batch {r['micro_batch']}, checkpointing {'on' if r['gradient_checkpointing'] else 'off'}"
+            name = f"ours {train_flags(r, key == 'qlora')}"
             rows.append(
                 f"| {name} | {r['samples_per_s']:.2f} | {r['real_tokens_per_s']:.0f} | {r['peak_gib']:.1f} | "
                 f"{r['mfu']:.1%} | {r['samples_per_s'] / ref['samples_per_s']:.2f}x |"
@@ -538,13 +663,8 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("error: the benchmark needs a CUDA GPU")
     if cfg.quick:
-        cfg.train_micro_batches, cfg.train_checkpointing, cfg.train_samples = "8", "off", 32
-        cfg.reference_samples, cfg.gen_batch_sizes, cfg.gen_reports, cfg.reference_gen_reports = (
-            4,
-            "32",
-            64,
-            1,
-        )
+        cfg.train_configs, cfg.qlora_configs, cfg.train_samples = "8", "8+ckpt", 32
+        cfg.reference_samples, cfg.gen_configs, cfg.gen_reports, cfg.reference_gen_reports = 4, "32", 64, 1
     shared = Path(cfg.shared_data)
     tokenizer_dir = shared / "llava-med-v1.5-mistral-7b"
     reports_csv = shared / "iu_xray" / "indiana_reports.csv"
@@ -589,7 +709,7 @@ def main() -> None:
     }
     print(f"samples: {report['sample_tokens']}", flush=True)
     dataset = ReportDataset(samples, processor.image_processor)
-    collator = Collator(tokenizer.pad_token_id, image_token_id(tokenizer), per_image)
+    collator = Collator(tokenizer.pad_token_id, image_token_id(tokenizer), per_image, pad_to_multiple_of=8)
 
     phases = set(cfg.phases.split(","))
 
@@ -601,21 +721,19 @@ def main() -> None:
     if "reference" in phases:
         keep("reference", reference_training(model_dir, samples, cfg, tokenizer.pad_token_id))
         free_gpu()
-    if "lora" in phases:
+    for phase, specs, four_bit in (("lora", cfg.train_configs, False), ("qlora", cfg.qlora_configs, True)):
+        if phase not in phases:
+            continue
         rows = []
-        for spec in cfg.train_configs.split(","):
-            micro_batch, checkpointing = spec.split(":")
-            rows.append(
-                our_training(model_dir, dataset, collator, cfg, int(micro_batch), checkpointing == "on")
-            )
+        for spec in specs.split(","):
+            rows.append(our_training(model_dir, dataset, collator, cfg, TrainSpec.parse(spec), four_bit))
             free_gpu()
-            keep("lora", rows)
-    if "qlora" in phases:
-        row = our_training(model_dir, dataset, collator, cfg, cfg.qlora_micro_batch, True, load_in_4bit=True)
-        free_gpu()
-        keep("qlora", [row])
+            keep(phase, rows)
     if "generation" in phases:
         keep("generation", our_generation(model_dir, entries, image_dir, cfg))
+        free_gpu()
+    if "gen_diagnose" in phases:
+        keep("gen_diagnose", diagnose_generation(model_dir, entries, image_dir, cfg))
         free_gpu()
     if "diagnose" in phases:
         keep("diagnose", diagnose(model_dir, dataset, collator, cfg))

@@ -53,11 +53,16 @@ def processor(tiny_model_dir):
     return load_processor(tiny_model_dir)
 
 
-def make_batch(processor, folder: Path, reports=REPORTS, views="first", images_per_entry=1):
+def make_batch(processor, folder: Path, reports=REPORTS, views="first", images_per_entry=1, pad_to=1):
     entries = load_entries(write_split(folder, reports, images_per_entry))
     samples = encode_dataset(entries, processor.tokenizer, folder / "images", PER_IMAGE, views)
     dataset = ReportDataset(samples, processor.image_processor)
-    collator = Collator(processor.tokenizer.pad_token_id, image_token_id(processor.tokenizer), PER_IMAGE)
+    collator = Collator(
+        processor.tokenizer.pad_token_id,
+        image_token_id(processor.tokenizer),
+        PER_IMAGE,
+        pad_to_multiple_of=pad_to,
+    )
     return collator([dataset[i] for i in range(len(dataset))]), samples
 
 
@@ -84,6 +89,19 @@ def test_batch_is_padded_to_its_longest_sample(processor, tmp_path):
     assert (batch["labels"][padding] == IGNORE_INDEX).all()
     assert (batch["input_ids"][padding] == processor.tokenizer.pad_token_id).all()
     assert batch["pixel_values"].shape == (3, 3, 56, 56)
+
+
+def test_padding_rounds_up_and_logit_positions_precede_every_label(processor, tmp_path):
+    batch, samples = make_batch(processor, tmp_path, pad_to=8)
+    lengths = [len(s) for s in samples]
+    width = batch["input_ids"].shape[1]
+    assert width % 8 == 0 and max(lengths) <= width < max(lengths) + 8
+    assert batch["attention_mask"].sum(dim=1).tolist() == lengths
+    # The logit at position j predicts token j + 1: the loss needs exactly the j whose next token is a
+    # label in some row (computed on the CPU by the collator, so the GPU never stalls the host for it).
+    labels = batch["labels"].tolist()
+    expected = sorted({j for row in labels for j in range(width - 1) if row[j + 1] != IGNORE_INDEX})
+    assert batch["logit_positions"].tolist() == expected
 
 
 def test_prompt_ids_match_the_processor(processor, xray_paths):

@@ -15,6 +15,7 @@ from transformers import LlavaForConditionalGeneration
 from rrg import generate
 from rrg.generate import (
     GenerationSettings,
+    assemble_batch,
     blank_like,
     encode_batch,
     generate_batch,
@@ -121,6 +122,30 @@ def test_batched_generation_equals_one_by_one(tiny, xray_paths):
     mask = inputs["attention_mask"]
     assert (mask[:, -1] == 1).all() and (mask[:, 0] == 0).any()
     assert processor.tokenizer.padding_side == "right"
+
+
+def test_per_study_preprocessing_builds_the_processors_batch(tiny, xray_paths):
+    """The eval loader preprocesses each study in a worker and assembles batches in the main process:
+    the result must be exactly what the processor makes of the whole batch."""
+    from rrg.entries import Entry
+
+    _, processor = tiny
+    questions = ["Describe.", "Write the report with Findings and Impression.", "Hi"]
+    studies = [[xray_paths[0]], [xray_paths[1], xray_paths[2]], [xray_paths[3]]]
+    views = [[Image.open(p).convert("RGB") for p in s] for s in studies]
+    expected = encode_batch(processor, questions, views, per_image=16)
+    preprocessed = [
+        (
+            Entry(id=str(i), study_id=str(i), images=[], prompt=q, response="x", findings="", impression=""),
+            [],
+            processor.image_processor(images=v, return_tensors="pt")["pixel_values"],
+        )
+        for i, (q, v) in enumerate(zip(questions, views))
+    ]
+    got = assemble_batch(processor.tokenizer, preprocessed, per_image=16)
+    for key in ("input_ids", "attention_mask", "pixel_values"):
+        assert torch.equal(got[key], expected[key]), key
+    assert (got["attention_mask"][:, 0] == 0).any()  # left padding really happened
 
 
 def test_generation_is_bounded_by_max_new_tokens(tiny, xray_paths, monkeypatch):

@@ -112,9 +112,44 @@ def test_compute_loss_equals_the_full_logits_loss(tiny_model_dir, tiny_batches):
     _, batch = tiny_batches
     loss_sum, n_tokens = T.compute_loss(model, batch)
     with torch.no_grad():
-        reference = model(**batch).loss
+        reference = model(**{k: v for k, v in batch.items() if k != "logit_positions"}).loss
     assert n_tokens == T.count_label_tokens(batch) > 0
     torch.testing.assert_close(loss_sum / n_tokens, reference, rtol=1e-5, atol=1e-5)
+    # A batch built elsewhere, without the collator's positions, gets the same loss.
+    without = {k: v for k, v in batch.items() if k != "logit_positions"}
+    torch.testing.assert_close(T.compute_loss(model, without)[0], loss_sum)
+
+
+def test_compiled_layers_train_like_eager_and_compile_once(tiny_model_dir, tmp_path):
+    """--compile: the same losses and LoRA gradients as eager, over batches of different lengths, from
+    at most two graphs (the first layer's input needs no gradient, the others' do): no recompilation
+    per length or per layer."""
+    from torch._dynamo.utils import counters
+
+    processor = load_processor(tiny_model_dir)
+    entries = load_entries(write_split(tmp_path, REPORTS))
+    dataset = ReportDataset(
+        encode_dataset(entries, processor.tokenizer, tmp_path / "images", PER_IMAGE),
+        processor.image_processor,
+    )
+    collator = Collator(
+        processor.tokenizer.pad_token_id, image_token_id(processor.tokenizer), PER_IMAGE, pad_to_multiple_of=8
+    )
+    batches = [collator([dataset[i], dataset[j]]) for i, j in ((0, 2), (1, 3), (4, 4))]
+    assert len({b["input_ids"].shape[1] for b in batches}) > 1  # the lengths really differ
+
+    eager, compiled = lora_model(tiny_model_dir), lora_model(tiny_model_dir)
+    torch._dynamo.reset()
+    counters.clear()
+    assert T.compile_decoder_layers(compiled) == 2
+    for batch in batches:
+        for model in (eager, compiled):
+            model.zero_grad()
+            T.training_step(model, batch, loss_scale=1.0)
+        for (name, a), b in zip(lora_grads(eager).items(), lora_grads(compiled).values()):
+            assert (a - b).norm() <= 1e-4 * a.norm(), name
+        torch.testing.assert_close(T.compute_loss(compiled, batch)[0], T.compute_loss(eager, batch)[0])
+    assert 1 <= counters["stats"]["unique_graphs"] <= 2
 
 
 def test_accumulation_gives_the_gradient_of_the_whole_group(tiny_model_dir, tiny_batches):
