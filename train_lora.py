@@ -93,8 +93,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # trades ~30% speed for much less activation memory
     # torch.compile each decoder layer (one graph shared by all 32) on a GPU, single-process or DDP:
     # fuses the memory-bound elementwise work around the matmuls (15.4 -> 19.2-21.2 samples/s at
-    # micro-batch 8 on an H100). The first micro-batch pays the compilation (~1.5 min), the first validation
-    # a smaller one (no-grad graphs). --no_compile: eager.
+    # micro-batch 8 on an H100). The first micro-batch pays the compilation (~1.5 min); the first validation
+    # compiles its no-grad graphs (not timed). --no_compile: eager.
     compile: bool = True
     # With --compile and without --gradient_checkpointing: the share of activation memory kept for
     # backward (1.0: what the compiler keeps anyway). The compiler recomputes the cheapest ops (norms,
