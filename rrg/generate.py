@@ -1,7 +1,7 @@
 """Batched report generation: prompts + images -> text, the image controls, and the eval pipeline.
 
 One generation path serves the eval scripts (eval/llava.py, eval/llava_lora.py) and the Python API
-(rrg.api.ReportGenerator): render the prompt with rrg.prompts, let the processor expand `<image>`,
+(rrg.api.ReportGenerator): render the prompt with rrg.prompts, expand `<image>` as LlavaProcessor does,
 check every sample's image tokens (the guard the reference lacked), left-pad, generate greedily,
 decode only the new tokens. There is no "regenerate until it parses" loop: what the model writes is
 what gets scored.
@@ -139,17 +139,42 @@ def encode_batch(
     images: Sequence[Sequence[Image.Image]],
     per_image: int,
     where: Sequence[str] | None = None,
-):
-    """Processor inputs of a left-padded batch, each sample checked to hold its image tokens."""
+) -> BatchFeature:
+    """Model inputs of a left-padded batch, each sample checked to hold its image tokens."""
     if len(questions) != len(images):
         raise ValueError(f"{len(questions)} questions but {len(images)} image lists")
-    prompts = [render_prompt(q, n_images=len(views)) for q, views in zip(questions, images)]
-    with left_padding(processor.tokenizer):
-        inputs = processor(text=prompts, images=[list(v) for v in images], return_tensors="pt", padding=True)
-    token = image_token_id(processor.tokenizer)
-    for i, views in enumerate(images):
-        check_image_tokens(inputs["input_ids"][i], len(views), token, per_image, where[i] if where else "")
-    return inputs
+    pixels = [preprocess_views(processor.image_processor, views) for views in images]
+    return assemble_batch(processor.tokenizer, questions, pixels, per_image, where)
+
+
+def preprocess_views(image_processor, views: Sequence[Image.Image]) -> torch.Tensor:
+    """[n_views, 3, H, W] pixel values of one study."""
+    return image_processor(images=list(views), return_tensors="pt")["pixel_values"]
+
+
+def assemble_batch(
+    tokenizer,
+    questions: Sequence[str],
+    pixels: Sequence[torch.Tensor],
+    per_image: int,
+    where: Sequence[str] | None = None,
+) -> BatchFeature:
+    """Left-padded prompt ids + the studies' stacked pixel values: what LlavaProcessor makes of the batch.
+
+    `<image>` is expanded to per_image tokens before tokenising, as the processor does (a test checks
+    the two agree). Taking pixel values already computed lets each study be preprocessed on its own,
+    in a loader worker.
+    """
+    texts = [
+        render_prompt(q, n_images=len(p)).replace(IMAGE_TOKEN, IMAGE_TOKEN * per_image)
+        for q, p in zip(questions, pixels)
+    ]
+    with left_padding(tokenizer):
+        inputs = tokenizer(texts, padding=True, return_tensors="pt")
+    token = image_token_id(tokenizer)
+    for i, p in enumerate(pixels):
+        check_image_tokens(inputs["input_ids"][i], len(p), token, per_image, where[i] if where else "")
+    return BatchFeature({**inputs, "pixel_values": torch.cat(list(pixels))})
 
 
 @torch.inference_mode()
@@ -356,30 +381,11 @@ class _StudyPixels(torch.utils.data.Dataset):
             return entry, names, str(e)
         if self.blank:
             views = [blank_like(view, self.image_processor.image_mean) for view in views]
-        return entry, names, self.image_processor(images=views, return_tensors="pt")["pixel_values"]
-
-
-def assemble_batch(
-    tokenizer, studies: Sequence[tuple[Entry, list[str], torch.Tensor]], per_image: int
-) -> dict:
-    """Left-padded prompt ids + stacked pixel values of preprocessed studies: what encode_batch gives.
-
-    `<image>` is expanded to per_image tokens before tokenising, as LlavaProcessor does (a test checks
-    the two agree), and every sample's image tokens are checked.
-    """
-    texts = [
-        render_prompt(entry.prompt, n_images=len(pixels)).replace(IMAGE_TOKEN, IMAGE_TOKEN * per_image)
-        for entry, _, pixels in studies
-    ]
-    with left_padding(tokenizer):
-        inputs = tokenizer(texts, padding=True, return_tensors="pt")
-    token = image_token_id(tokenizer)
-    for ids, (entry, _, pixels) in zip(inputs["input_ids"], studies):
-        check_image_tokens(ids, len(pixels), token, per_image, entry.source)
-    return {**inputs, "pixel_values": torch.cat([pixels for _, _, pixels in studies])}
+        return entry, names, preprocess_views(self.image_processor, views)
 
 
 def batches_of(iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of `size` items (the last may be shorter)."""
     batch = []
     for item in iterable:
         batch.append(item)
@@ -417,7 +423,13 @@ def generate_predictions(
             for _, _, pixels in batch:
                 if isinstance(pixels, str):
                     raise InputError(pixels)
-            inputs = BatchFeature(assemble_batch(processor.tokenizer, batch, per_image))
+            inputs = assemble_batch(
+                processor.tokenizer,
+                [entry.prompt for entry, _, _ in batch],
+                [pixels for _, _, pixels in batch],
+                per_image,
+                [entry.source for entry, _, _ in batch],
+            )
             predictions = generate_from_inputs(model, processor, inputs, settings)
             for (entry, names, _), prediction in zip(batch, predictions):
                 append_jsonl(out, _prediction_line(entry, names, prediction, identity))

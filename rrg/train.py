@@ -85,8 +85,8 @@ def training_step(model, batch: dict, loss_scale: float, backward=None) -> torch
 def compile_decoder_layers(model, dynamic: bool | None = True) -> int:
     """torch.compile every decoder layer of the language model in place (regional compilation).
 
-    All layers share one compiled graph (same code, parameters passed as inputs), so the first batch
-    pays one compilation of a single layer, not of the whole 7B model. Inductor fuses what eager
+    All layers share the compiled code (same module code, parameters passed as inputs), so the first
+    batch pays the compilation of one layer, not of the whole 7B model. Inductor fuses what eager
     PyTorch runs as separate memory-bound kernels: RMSNorm's fp32 round trip, rotary embeddings,
     SiLU x up, LoRA's scale-and-add. Sequence lengths vary from batch to batch, so shapes are
     symbolic from the start (dynamic=True): one graph serves every length. Training compiles two (the

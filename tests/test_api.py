@@ -15,17 +15,18 @@ def generator(tiny_model_dir):
 
 
 @pytest.fixture
-def prompts(generator, monkeypatch):
-    """The prompt texts the processor is called with."""
+def prompts(monkeypatch):
+    """The prompt texts generation renders (before `<image>` is expanded)."""
+    from rrg import generate
+
     seen: list[str] = []
-    processor_class = type(generator.processor)
-    real_call = processor_class.__call__
+    real_render = generate.render_prompt
 
-    def spy(self, *args, text=None, **kwargs):
-        seen.extend(text)
-        return real_call(self, *args, text=text, **kwargs)
+    def spy(*args, **kwargs):
+        seen.append(real_render(*args, **kwargs))
+        return seen[-1]
 
-    monkeypatch.setattr(processor_class, "__call__", spy)
+    monkeypatch.setattr(generate, "render_prompt", spy)
     return seen
 
 

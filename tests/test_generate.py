@@ -15,7 +15,6 @@ from transformers import LlavaForConditionalGeneration
 from rrg import generate
 from rrg.generate import (
     GenerationSettings,
-    assemble_batch,
     blank_like,
     encode_batch,
     generate_batch,
@@ -24,6 +23,7 @@ from rrg.generate import (
 )
 from rrg.io import read_jsonl
 from rrg.processor import ImageTokenError, load_processor
+from rrg.prompts import render_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 LINE_KEYS = {
@@ -124,25 +124,18 @@ def test_batched_generation_equals_one_by_one(tiny, xray_paths):
     assert processor.tokenizer.padding_side == "right"
 
 
-def test_per_study_preprocessing_builds_the_processors_batch(tiny, xray_paths):
-    """The eval loader preprocesses each study in a worker and assembles batches in the main process:
-    the result must be exactly what the processor makes of the whole batch."""
-    from rrg.entries import Entry
-
+def test_batches_are_what_the_processor_makes(tiny, xray_paths):
+    """Studies are preprocessed one by one (in loader workers) and assembled into a batch: the result
+    must be exactly LlavaProcessor's own batch, left-padded."""
     _, processor = tiny
     questions = ["Describe.", "Write the report with Findings and Impression.", "Hi"]
     studies = [[xray_paths[0]], [xray_paths[1], xray_paths[2]], [xray_paths[3]]]
     views = [[Image.open(p).convert("RGB") for p in s] for s in studies]
-    expected = encode_batch(processor, questions, views, per_image=16)
-    preprocessed = [
-        (
-            Entry(id=str(i), study_id=str(i), images=[], prompt=q, response="x", findings="", impression=""),
-            [],
-            processor.image_processor(images=v, return_tensors="pt")["pixel_values"],
-        )
-        for i, (q, v) in enumerate(zip(questions, views))
-    ]
-    got = assemble_batch(processor.tokenizer, preprocessed, per_image=16)
+    processor.tokenizer.padding_side = "left"
+    prompts = [render_prompt(q, n_images=len(v)) for q, v in zip(questions, views)]
+    expected = processor(text=prompts, images=views, return_tensors="pt", padding=True)
+    processor.tokenizer.padding_side = "right"
+    got = encode_batch(processor, questions, views, per_image=16)
     for key in ("input_ids", "attention_mask", "pixel_values"):
         assert torch.equal(got[key], expected[key]), key
     assert (got["attention_mask"][:, 0] == 0).any()  # left padding really happened
@@ -165,11 +158,21 @@ def test_generation_is_bounded_by_max_new_tokens(tiny, xray_paths, monkeypatch):
     assert lengths == [5]
 
 
-def test_image_token_guard_fires(tiny, xray_paths):
+def test_image_token_guard_fires(tiny, xray_paths, tokenizer_dir):
+    """A tokenizer that does not know `<image>` turns it into plain text (the reference's bug): the
+    prompt then holds no image tokens, and the batch is refused, naming the entry."""
+    from transformers import LlamaTokenizerFast
+
+    from rrg.generate import assemble_batch
+
     _, processor = tiny
     image = Image.open(xray_paths[0]).convert("RGB")
+    pixels = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    assemble_batch(processor.tokenizer, ["Describe."], [pixels], per_image=16)  # the right tokenizer passes
+    plain = LlamaTokenizerFast.from_pretrained(str(tokenizer_dir), legacy=True)
+    plain.pad_token = plain.unk_token
     with pytest.raises(ImageTokenError, match="x.json:3"):
-        encode_batch(processor, ["Describe."], [[image]], per_image=576, where=["x.json:3"])
+        assemble_batch(plain, ["Describe."], [pixels], per_image=16, where=["x.json:3"])
 
 
 def test_greedy_does_not_pass_temperature():
