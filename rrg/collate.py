@@ -157,7 +157,11 @@ class ReportDataset(torch.utils.data.Dataset):
 
 @dataclass
 class Collator:
-    """Pad to the batch's longest sample (right padding, masked) and check every sample's image tokens.
+    """Pad to the batch's longest sample and check every sample's image tokens.
+
+    Padding goes on the right, after every real token: training relies on it to run attention
+    without a padding mask (rrg.train.compute_loss). The batch still carries `attention_mask`, for
+    counting tokens.
 
     pad_to_multiple_of rounds the padded length up (8 in train_lora.py): a compiled layer specialises
     on whether the length is a multiple of 8 (aligned memory), so mixed lengths would compile twice.

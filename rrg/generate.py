@@ -13,6 +13,7 @@ import contextlib
 import os
 import random
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from transformers import BatchFeature
 
 from .entries import Entry, load_entries, resolve_image
 from .io import InputError, append_jsonl, atomic_write_json, iter_jsonl
+from .kv_cache import PreallocatedCache
 from .processor import check_image_tokens, image_token_id, tokens_per_image
 from .prompts import IMAGE_TOKEN, render_prompt
 
@@ -46,7 +48,8 @@ class GenerationSettings:
     temperature: float = 1.0  # used only with do_sample
     seed: int = 0
     batch_size: int = 8
-    # None: transformers' dynamic KV cache. "static" preallocates it (no per-step copies).
+    # None: a dynamic KV cache (rrg.kv_cache). "static": transformers' static cache, whose decode step
+    # generate() compiles (CUDA graphs): faster steps after ~45 s of compilation per batch shape.
     cache_implementation: str | None = None
 
     def generate_kwargs(self) -> dict[str, Any]:
@@ -184,8 +187,15 @@ def generate_from_inputs(model, processor, inputs, settings: GenerationSettings)
     dtype = model.get_input_embeddings().weight.dtype  # embeddings are never quantised
     inputs = inputs.to(device)
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    cache = None
+    if settings.cache_implementation is None:  # the dynamic cache, without its per-step copies
+        capacity = inputs["input_ids"].shape[1] + settings.max_new_tokens
+        cache = PreallocatedCache(model.config.get_text_config().num_hidden_layers, capacity)
     output = model.generate(
-        **inputs, **settings.generate_kwargs(), pad_token_id=processor.tokenizer.pad_token_id
+        **inputs,
+        **settings.generate_kwargs(),
+        past_key_values=cache,
+        pad_token_id=processor.tokenizer.pad_token_id,
     )
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
@@ -223,8 +233,9 @@ class EvalConfig:
         default=None, metadata={"help": "LoRA adapter folder (ours or the paper's)"}
     )
     image_dir: str = field(default=DEFAULT_IMAGE_DIR, metadata={"help": "folder holding the images"})
-    # On an H100: 19.3 reports/s at 33 GiB; 192 gave 20.9 at 42.6 GiB (results/benchmark-h100.json).
-    batch_size: int = 128
+    # On an H100: 29.8 reports/s at 55.5 GiB (results/benchmark-h100.json). On a smaller GPU the
+    # batch is made smaller by itself when it runs out of memory (generate_predictions).
+    batch_size: int = 256
     max_new_tokens: int = 256
     num_beams: int = 1
     do_sample: bool = False
@@ -248,7 +259,8 @@ class EvalConfig:
     )
     num_workers: int = field(default=4, metadata={"help": "image-loading workers (0: in the main process)"})
     cache_implementation: str | None = field(
-        default=None, metadata={"help": "KV cache: transformers' dynamic one (default) or 'static'"}
+        default=None,
+        metadata={"help": "KV cache: dynamic (default; rrg.kv_cache) or 'static' (compiled decode steps)"},
     )
 
     def settings(self) -> GenerationSettings:
@@ -311,8 +323,8 @@ def _run_identity(config: EvalConfig, condition: str) -> dict[str, Any]:
 def drop_partial_last_line(path: Path) -> None:
     """Cut a half-written last line (a killed run's) so appended lines start on a line of their own.
 
-    append_jsonl writes each record and its newline in one write, so a file not ending in a newline
-    ends in an incomplete record.
+    append_jsonl writes whole lines (each record with its newline), so a file not ending in a newline
+    ends in an incomplete record; the complete lines before it are kept.
     """
     if not path.exists():
         return
@@ -396,6 +408,21 @@ def batches_of(iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def run_ahead(iterator: Iterator) -> Iterator:
+    """The iterator's items; a thread computes the next one while the caller works on this one.
+
+    Here it collects the next batch from the loader and assembles its inputs while the GPU
+    generates the current one, rather than after it. An exception raised for an item is raised
+    to the caller when it reaches that item.
+    """
+    end = object()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, iterator, end)
+        while (item := pending.result()) is not end:
+            pending = pool.submit(next, iterator, end)
+            yield item
+
+
 def generate_predictions(
     model,
     processor,
@@ -406,34 +433,65 @@ def generate_predictions(
     settings: GenerationSettings,
     num_workers: int = 0,
 ) -> None:
-    """Generate for each (entry, image names) and append one line per entry to `out` as it finishes."""
+    """Generate for each (entry, image names) and append one line per entry to `out` as it finishes.
+
+    Out of GPU memory, the batch size is reduced (accelerate's find_executable_batch_size) and the
+    run goes on from the first entry without a line, with a warning.
+    """
+    from accelerate.utils import find_executable_batch_size
     from tqdm.auto import tqdm
 
-    dataset = _StudyPixels(
-        items, paths, processor.image_processor, blank=identity["image_control"] == "blank"
-    )
-    # Workers run ahead by about two batches while the GPU generates.
-    prefetch = max(2, -(-2 * settings.batch_size // num_workers)) if num_workers else None
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=num_workers, prefetch_factor=prefetch
-    )
+    device = model.get_input_embeddings().weight.device
     per_image = tokens_per_image(model.config)
-    with tqdm(total=len(items), desc=f"generate ({identity['image_control']})", unit="report") as bar:
-        for batch in batches_of(loader, settings.batch_size):
-            for _, _, pixels in batch:
-                if isinstance(pixels, str):
-                    raise InputError(pixels)
-            inputs = assemble_batch(
-                processor.tokenizer,
-                [entry.prompt for entry, _, _ in batch],
-                [pixels for _, _, pixels in batch],
-                per_image,
-                [entry.source for entry, _, _ in batch],
-            )
+    blank = identity["image_control"] == "blank"
+    done = 0  # entries with a line in `out`
+    tried: list[int] = []  # batch sizes tried
+
+    def with_inputs(batch: list) -> tuple[list, BatchFeature]:
+        for _, _, pixels in batch:
+            if isinstance(pixels, str):
+                raise InputError(pixels)
+        inputs = assemble_batch(
+            processor.tokenizer,
+            [entry.prompt for entry, _, _ in batch],
+            [pixels.to(device, non_blocking=True) for _, _, pixels in batch],
+            per_image,
+            [entry.source for entry, _, _ in batch],
+        )
+        return batch, inputs
+
+    @find_executable_batch_size(starting_batch_size=settings.batch_size)
+    def generate_rest(batch_size: int) -> None:
+        nonlocal done
+        if tried:
+            print(f"warning: out of GPU memory at batch size {tried[-1]}: going on at {batch_size}")
+        tried.append(batch_size)
+        dataset = _StudyPixels(items[done:], paths, processor.image_processor, blank)
+        # Workers preprocess about one batch ahead. Pinned pixel values copy to the GPU without
+        # being staged on the host; the batch is put together there.
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=num_workers,
+            prefetch_factor=max(2, -(-batch_size // num_workers)) if num_workers else None,
+            pin_memory=device.type == "cuda",
+        )
+        # iter() starts the worker processes here, in the main thread. Started from run_ahead's
+        # thread, in a benchmark process where torch.compile had run before, they died at start
+        # (exit code 1, H100 host); started here, a run of the same phases went through.
+        batches = run_ahead(map(with_inputs, batches_of(iter(loader), batch_size)))
+        for batch, inputs in batches:
             predictions = generate_from_inputs(model, processor, inputs, settings)
-            for (entry, names, _), prediction in zip(batch, predictions):
-                append_jsonl(out, _prediction_line(entry, names, prediction, identity))
+            lines = [
+                _prediction_line(entry, names, prediction, identity)
+                for (entry, names, _), prediction in zip(batch, predictions)
+            ]
+            append_jsonl(out, *lines)  # the batch at once: one write, one fsync
+            done += len(batch)
             bar.update(len(batch))
+
+    with tqdm(total=len(items), desc=f"generate ({identity['image_control']})", unit="report") as bar:
+        generate_rest()
 
 
 def load_for_eval(config: EvalConfig):

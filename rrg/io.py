@@ -70,12 +70,13 @@ def read_json_object(path: str | os.PathLike) -> dict:
     return data
 
 
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one record as one line and flush it to disk, so a killed run keeps every finished line."""
+def append_jsonl(path: str | os.PathLike, *records: dict) -> None:
+    """Append records, one line each, in one write, and flush them to disk: a killed run keeps every
+    line written before. Pass a batch's records together: one fsync for the batch, not one per line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
         f.flush()
         os.fsync(f.fileno())
 

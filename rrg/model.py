@@ -14,6 +14,7 @@ import torch
 from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 from . import processor as processor_lib
+from .attention import ATTENTION
 from .convert import HF_MODEL_TYPE, ORIGINAL_MODEL_TYPE, convert_checkpoint
 from .io import InputError, read_json_object
 from .tiny import generation_config
@@ -105,7 +106,7 @@ def load_base_model(
     *,
     dtype: torch.dtype | None = None,
     load_in_4bit: bool = False,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = ATTENTION,
     device_map=None,
 ) -> LlavaForConditionalGeneration:
     """LLaVA-Med as LlavaForConditionalGeneration: bf16 on a GPU, fp32 on the CPU unless dtype says otherwise.

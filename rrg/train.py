@@ -42,6 +42,12 @@ def compute_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     ~100 tokens of a ~700-token sample, and a full [B, T, 32001] logit tensor would cost more memory
     than the rest of the step. The CE runs in fp32 on those logits. Going through the model's own
     forward (rather than its inner LlavaModel) keeps DDP/FSDP/DeepSpeed wrappers in the loop.
+
+    No padding mask is passed. The Collator pads on the right, so under causal attention a real token
+    never sees a pad (every pad comes after it), and logits at pads are never scored: the loss is the
+    same. What changes is the kernel: without a mask SDPA takes its flash kernel, causal and on the
+    8 key/value heads as they are; with one, transformers copies each key/value head 4 times and SDPA
+    runs a slower masked kernel over the whole square.
     """
     labels = batch["labels"]
     positions = batch.get("logit_positions")  # the Collator's, computed on the CPU
@@ -50,7 +56,7 @@ def compute_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     positions = positions.to(labels.device)
     outputs = model(
         input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
+        attention_mask=None,  # right padding: see above
         pixel_values=batch["pixel_values"],
         logits_to_keep=positions,
         use_cache=False,

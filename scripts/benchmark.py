@@ -20,7 +20,7 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
      100-token reports over --gen_configs (batch size[:KV cache]).
 Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
-gen_diagnose (one generation batch: prompt pass vs decode steps, per KV-cache setting).
+gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache and padding).
 Compiled configurations pay their compilation in the warm-up; graphs_compiled_while_timed shows none
 happened inside the timed window.
 Needs the shared data (tokenizer.model and indiana_reports.csv): $RRG_SHARED_DATA or ../shared/data.
@@ -48,17 +48,19 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from transformers import HfArgumentParser, LlavaForConditionalGeneration
+from transformers import DynamicCache, HfArgumentParser, LlavaForConditionalGeneration
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # train_lora.py (the recipe) lives at the top level, not in rrg/
 
 import train_lora  # noqa: E402
 from rrg import train as T  # noqa: E402
+from rrg.attention import ATTENTION  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions  # noqa: E402
 from rrg.io import atomic_write_json  # noqa: E402
+from rrg.kv_cache import PreallocatedCache  # noqa: E402
 from rrg.model import load_base_model, load_processor  # noqa: E402
 from rrg.processor import build_processor, build_tokenizer, image_token_id, tokens_per_image  # noqa: E402
 from rrg.prompts import format_response, render_prompt, report_question  # noqa: E402
@@ -81,10 +83,12 @@ class BenchConfig:
     train_samples: int = 128  # timed samples per configuration (after warm-up)
     grad_accum: int = 4  # micro-batches per optimizer step in the timed loop
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
-    gen_configs: str = "128,128:static,256,256:static"  # batch size[:KV cache implementation]
-    gen_reports: int = 256  # reports per batch-size setting (a multiple of each batch size)
+    gen_configs: str = "256,320,256:static"  # batch size[:KV cache implementation]
+    gen_reports: int = 1280  # reports per batch-size setting (a multiple of each batch size)
     reference_gen_reports: int = 2
     new_tokens: int = 100  # every report is forced to exactly this length
+    gen_diagnose_batch: int = 128
+    gen_diagnose_variants: str = ""  # comma-separated names (prompts/attention/cache); default: all
     num_workers: int = 8
     phases: str = "reference,lora,qlora,generation"  # comma-separated; also: diagnose
     markdown: str = ""  # print the Markdown table of an existing results JSON (no GPU needed) and exit
@@ -94,7 +98,7 @@ class BenchConfig:
 
 
 def real_reports(csv_path: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """(findings, impression) of n IU X-Ray studies that have both."""
+    """(findings, impression) of n IU X-Ray studies that have both; the first k are the same for any n."""
     table = pd.read_csv(csv_path)
     table = table.dropna(subset=["findings", "impression"])
     table = table.sample(n=min(n, len(table)), random_state=seed, replace=False)
@@ -508,39 +512,112 @@ def diagnose(model_dir: Path, dataset, collator, cfg: BenchConfig) -> dict:
     return result
 
 
+def real_indications(csv_path: Path, n: int) -> list[str]:
+    """n real clinical indications (a clean-protocol option, --indication): prompts of varied length."""
+    table = pd.read_csv(csv_path).dropna(subset=["indication"])
+    return table["indication"].sample(n=n, random_state=0, replace=True).astype(str).tolist()
+
+
+def profile_decode(model, inputs, cache, steps: int = 3) -> dict:
+    """Top GPU kernels of a few decode steps after the prompt pass, and the GPU's busy time beside
+    the step's: which of host and GPU a step waits for."""
+    out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    mask = inputs["attention_mask"]
+    token = out.logits[:, -1:].argmax(-1)
+
+    def step() -> None:
+        nonlocal token, mask
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        logits = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True).logits
+        token = logits[:, -1:].argmax(-1)
+
+    step()
+    with timed() as wall:
+        for _ in range(steps):
+            step()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    # Kernels only: an operator's row repeats the time of the kernels it launched.
+    gpu_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    return {
+        "step_ms": 1000 * wall["s"] / steps,  # without the profiler
+        "gpu_busy_ms_per_step": gpu_us / 1000 / steps,  # kernel time, from the profile
+        "top_kernels": events.table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=60),
+    }
+
+
 @torch.inference_mode()
 def diagnose_generation(
-    model_dir: Path, entries, image_dir: Path, cfg: BenchConfig, batch_size: int = 128
+    model_dir: Path, entries, image_dir: Path, reports_csv: Path, cfg: BenchConfig
 ) -> dict:
-    """Where one generation batch's time goes: the prompt (prefill) alone, then the decode steps, for
-    transformers' dynamic KV cache, a static one run eagerly, and a static one with generate's own
-    compiled decode step. Inputs are built once, so no image loading is timed."""
+    """Where one generation batch's time goes: the prompt pass alone, then the decode steps, per
+    attention implementation (transformers' "sdpa", ours: rrg.attention) and KV cache (transformers'
+    dynamic one, ours: rrg.kv_cache, static run eagerly, static under generate's compiled decode
+    step), on prompts of one length ("equal": the default
+    question) and of varied lengths ("padded": with real indications, so the batch is left-padded
+    and a mask reaches attention). Inputs are built once: no image loading is timed."""
+    batch_size = cfg.gen_diagnose_batch
     model = load_base_model(str(model_dir), device_map={"": 0}).eval()
     processor = load_processor(str(model_dir))
     chosen = entries[:batch_size]
     views = [[Image.open(image_dir / e.images[0]).convert("RGB")] for e in chosen]
-    inputs = encode_batch(processor, [e.prompt for e in chosen], views, tokens_per_image(model.config))
-    inputs = inputs.to("cuda")
-    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
-    variants = {
-        "dynamic": {},
-        "static_eager": {"cache_implementation": "static", "disable_compile": True},
-        "static_compiled": {"cache_implementation": "static"},
+    per_image = tokens_per_image(model.config)
+    prompts = {
+        "equal": [e.prompt for e in chosen],
+        "padded": [report_question(i) for i in real_indications(reports_csv, batch_size)],
     }
-    rows: dict = {"batch_size": batch_size, "prompt_tokens": int(inputs["input_ids"].shape[1])}
+    inputs = {}
+    for name, questions in prompts.items():
+        inputs[name] = encode_batch(processor, questions, views, per_image).to("cuda")
+        inputs[name]["pixel_values"] = inputs[name]["pixel_values"].to(torch.bfloat16)
+    rows: dict = {
+        "batch_size": batch_size,
+        "prompt_tokens": {k: int(v["input_ids"].shape[1]) for k, v in inputs.items()},
+        "padding_share": {k: float(1 - v["attention_mask"].float().mean()) for k, v in inputs.items()},
+    }
 
-    def generate(n: int, kwargs: dict) -> None:
+    def kv_cache(batch, kind: str):
+        if kind == "dynamic":
+            return DynamicCache()  # transformers' own: appends with torch.cat
+        capacity = batch["input_ids"].shape[1] + cfg.new_tokens
+        return PreallocatedCache(model.config.get_text_config().num_hidden_layers, capacity)
+
+    variants = [  # (prompts, attention, KV cache); static caches last, compiled last of all
+        ("equal", "sdpa", "dynamic"),
+        ("equal", ATTENTION, "dynamic"),
+        ("equal", ATTENTION, "preallocated"),
+        ("padded", "sdpa", "dynamic"),
+        ("padded", ATTENTION, "preallocated"),
+        ("padded", ATTENTION, "static_eager"),
+        ("padded", ATTENTION, "static_compiled"),
+    ]
+
+    def generate(batch, n: int, cache: str) -> None:
         model.generation_config.min_new_tokens = n
-        model.generate(**inputs, max_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
+        if cache.startswith("static"):
+            kwargs = {"cache_implementation": "static", "disable_compile": cache == "static_eager"}
+        else:
+            kwargs = {"past_key_values": kv_cache(batch, cache)}
+        model.generate(**batch, max_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
 
-    for name, kwargs in variants.items():
+    chosen_variants = cfg.gen_diagnose_variants.split(",") if cfg.gen_diagnose_variants else None
+    for prompt_kind, attention, cache in variants:
+        name = f"{prompt_kind}/{attention}/{cache}"
+        if chosen_variants and name not in chosen_variants:
+            continue
+        batch = inputs[prompt_kind]
+        model.set_attn_implementation(attention)
         try:
             with timed() as warm:
-                generate(cfg.new_tokens, kwargs)  # compiles, where it compiles
+                generate(batch, cfg.new_tokens, cache)  # compiles, where it compiles
             with timed() as full:
-                generate(cfg.new_tokens, kwargs)
+                generate(batch, cfg.new_tokens, cache)
             with timed() as first:  # last: a static cache of another length would be rebuilt
-                generate(1, kwargs)
+                generate(batch, 1, cache)
             rows[name] = {
                 "warmup_s": warm["s"],
                 "total_s": full["s"],
@@ -548,6 +625,9 @@ def diagnose_generation(
                 "decode_ms_per_step": 1000 * (full["s"] - first["s"]) / (cfg.new_tokens - 1),
                 "reports_per_s": batch_size / full["s"],
             }
+            if attention == ATTENTION and not cache.startswith("static"):
+                rows[name]["profile"] = profile_decode(model, batch, kv_cache(batch, cache))
+                print(rows[name]["profile"].pop("top_kernels"), flush=True)
         except Exception as e:  # an unsupported cache or compile failure: record it, try the next
             rows[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         print(f"generation {name}:", json.dumps(rows[name]), flush=True)
@@ -648,8 +728,9 @@ def markdown_table(report: dict) -> str:
     ]
     for r in report.get("generation", []):
         if "error" not in r:
+            cache = "" if r["cache"] == "dynamic" else f", {r['cache']} KV cache"
             rows.append(
-                f"| ours, batch {r['batch_size']}, {r['cache']} KV cache | {r['reports_per_s']:.2f} | "
+                f"| ours, `--batch_size {r['batch_size']}`{cache} | {r['reports_per_s']:.2f} | "
                 f"{r['peak_gib']:.1f} | {r['reports_per_s'] / gen_ref:.0f}x |"
             )
     return "\n".join(rows)
@@ -700,9 +781,14 @@ def main() -> None:
     processor = load_processor(str(model_dir))
     tokenizer = processor.tokenizer
     per_image = 576
-    n_samples = max(cfg.train_samples * 4, cfg.gen_reports, 512)
-    entries = make_entries(real_reports(reports_csv, n_samples), synthetic_images(image_dir))
-    samples = encode_dataset(entries, tokenizer, image_dir, per_image)
+    # Training draws from a pool whose size does not depend on --gen_reports: length-grouped batches
+    # over another pool are other batches (the default measured 19.3 samples/s on the 512-sample
+    # pool, 17.0 and 17.3 on a 1,280-sample one).
+    n_train = max(cfg.train_samples * 4, 512)
+    entries = make_entries(
+        real_reports(reports_csv, max(n_train, cfg.gen_reports)), synthetic_images(image_dir)
+    )
+    samples = encode_dataset(entries[:n_train], tokenizer, image_dir, per_image)
     report["sample_tokens"] = {
         "mean": float(np.mean([len(s) for s in samples])),
         "mean_label_tokens": float(np.mean([sum(x != -100 for x in s.labels) for s in samples])),
@@ -733,7 +819,7 @@ def main() -> None:
         keep("generation", our_generation(model_dir, entries, image_dir, cfg))
         free_gpu()
     if "gen_diagnose" in phases:
-        keep("gen_diagnose", diagnose_generation(model_dir, entries, image_dir, cfg))
+        keep("gen_diagnose", diagnose_generation(model_dir, entries, image_dir, reports_csv, cfg))
         free_gpu()
     if "diagnose" in phases:
         keep("diagnose", diagnose(model_dir, dataset, collator, cfg))

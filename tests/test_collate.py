@@ -85,6 +85,9 @@ def test_batch_is_padded_to_its_longest_sample(processor, tmp_path):
     lengths = [len(s) for s in samples]
     assert batch["input_ids"].shape == (3, max(lengths))
     assert batch["attention_mask"].sum(dim=1).tolist() == lengths
+    # On the right, after every real token: training runs attention without a padding mask.
+    for row, n in enumerate(lengths):
+        assert batch["attention_mask"][row, :n].all() and not batch["attention_mask"][row, n:].any()
     padding = batch["attention_mask"] == 0
     assert (batch["labels"][padding] == IGNORE_INDEX).all()
     assert (batch["input_ids"][padding] == processor.tokenizer.pad_token_id).all()

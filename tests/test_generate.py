@@ -141,6 +141,51 @@ def test_batches_are_what_the_processor_makes(tiny, xray_paths):
     assert (got["attention_mask"][:, 0] == 0).any()  # left padding really happened
 
 
+def test_run_ahead_prepares_the_next_batch_while_this_one_is_used():
+    import threading
+
+    second_started = threading.Event()
+
+    def batches():
+        yield 1
+        second_started.set()  # runs only once the consumer asks, unless a thread runs ahead
+        yield 2
+        raise generate.InputError("batch 3: bad image")
+
+    seen = []
+    with pytest.raises(generate.InputError, match="batch 3"):
+        for item in generate.run_ahead(batches()):
+            if item == 1:  # while the caller still holds batch 1, batch 2 is being prepared
+                assert second_started.wait(timeout=10)
+            seen.append(item)
+    assert seen == [1, 2]  # in order, and the error surfaces when its batch is reached
+
+
+def test_out_of_memory_reduces_the_batch_and_loses_nothing(split, tiny, tmp_path, monkeypatch, capsys):
+    model, processor = tiny
+    json_file, image_dir = split
+    entries = generate.load_entries(json_file)
+    items = [(e, e.images) for e in entries]
+    paths = generate.resolve_all_images(entries, image_dir)
+    sizes = []
+    real = generate.generate_from_inputs
+
+    def small_gpu(model, processor, inputs, settings):
+        sizes.append(len(inputs["input_ids"]))
+        if len(inputs["input_ids"]) > 2:  # what a batch too large for the GPU raises
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, processor, inputs, settings)
+
+    monkeypatch.setattr(generate, "generate_from_inputs", small_gpu)
+    out = tmp_path / "predictions.jsonl"
+    identity = {"image_control": "none", "generation": {}, "model": "tiny", "adapter": None}
+    settings = GenerationSettings(max_new_tokens=3, batch_size=4)
+    generate.generate_predictions(model, processor, items, paths, out, identity, settings)
+    assert sizes[0] == 4 and sizes[-1] <= 2  # smaller until it fits (accelerate decides by how much)
+    assert [r["id"] for r in read_jsonl(out)] == [e.id for e in entries]  # each entry once, in order
+    assert "out of GPU memory at batch size 4" in capsys.readouterr().out
+
+
 def test_generation_is_bounded_by_max_new_tokens(tiny, xray_paths, monkeypatch):
     model, processor = tiny
     lengths = []

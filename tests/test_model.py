@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from rrg.attention import ATTENTION
 from rrg.model import UNQUANTIZED_MODULES, load_base_model, load_model, quantization_config
 from rrg.processor import ImageTokenError, build_processor, build_tokenizer, check_image_tokens
 from rrg.prompts import render_prompt
@@ -22,7 +23,7 @@ def test_load_model_from_original_folder(tiny_original, tmp_path, monkeypatch):
     assert model.config.image_token_id == IMAGE_TOKEN_ID
     assert model.generation_config.suppress_tokens == [IMAGE_TOKEN_ID]
     assert model.generation_config.eos_token_id == 2 and model.generation_config.pad_token_id == 0
-    assert model.config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == ATTENTION  # rrg.attention: SDPA, decode without KV copies
     assert load_base_model(str(tiny_original), dtype=torch.bfloat16).dtype == torch.bfloat16
 
 
