@@ -4,7 +4,7 @@ Mistral-7B has 32 query heads sharing 8 key/value heads. Whenever a mask reaches
 left-padded batch, a static KV cache: both at generation), transformers' SDPA path copies every
 key and value head 4 times (`repeat_kv`) before calling the kernel, because PyTorch's masked SDPA
 kernels do not take grouped heads. At a decode step that copy is 4x the whole KV cache, written and
-read again, in every layer: it, not the weights, is then most of a step's memory traffic.
+read again, in every layer (a padded batch of 128 on an H100: 86.8 ms a step with it, 44.5 without).
 
 A decode step has one query token, so the 4 query heads of a group can instead be laid out as 4
 query rows of that group's key/value head: the same attention, on the cache as it is. Everything

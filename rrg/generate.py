@@ -189,8 +189,7 @@ def generate_from_inputs(model, processor, inputs, settings: GenerationSettings)
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
     cache = None
     if settings.cache_implementation is None:  # the dynamic cache, without its per-step copies
-        capacity = inputs["input_ids"].shape[1] + settings.max_new_tokens
-        cache = PreallocatedCache(model.config.get_text_config().num_hidden_layers, capacity)
+        cache = PreallocatedCache.for_generation(model, inputs["input_ids"].shape[1], settings.max_new_tokens)
     output = model.generate(
         **inputs,
         **settings.generate_kwargs(),

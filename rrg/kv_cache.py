@@ -62,3 +62,9 @@ class PreallocatedCache(DynamicCache):
     def __init__(self, num_layers: int, capacity: int):
         super().__init__()
         self.layers = [PreallocatedLayer(capacity) for _ in range(num_layers)]
+
+    @classmethod
+    def for_generation(cls, model, prompt_length: int, max_new_tokens: int) -> PreallocatedCache:
+        """Room for the prompt and every new token, in each of the model's decoder layers."""
+        layers = model.config.get_text_config().num_hidden_layers
+        return cls(layers, prompt_length + max_new_tokens)

