@@ -66,9 +66,10 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int = 0  # > 0: stop after this many optimizer steps (and size the schedule to it)
     # Per-device micro-batch x accumulation = 64 samples per step, the reference's effective batch.
-    # Micro-batch 8, compiled, no checkpointing was the fastest setting on an H100 (19.2-21.2 samples/s,
-    # 35 GiB; results/benchmark-h100.json). Less memory: --gradient_checkpointing --batch_size 16
-    # --gradient_accumulation_steps 4 (13.5 samples/s, 22.5 GiB; with --load_in_4bit 12.7, 12.9 GiB).
+    # Micro-batch 8, compiled, no checkpointing was the fastest setting on an H100 (22.1 samples/s,
+    # 36.5 GiB; results/benchmark-h100.json). Less memory: --gradient_checkpointing --batch_size 16
+    # --gradient_accumulation_steps 4 (13.5 samples/s, 22.5 GiB, an earlier session; with --load_in_4bit
+    # 14.1 samples/s, 13.2 GiB).
     batch_size: int = 8
     gradient_accumulation_steps: int = 8
     lr: float = 2e-4
@@ -92,7 +93,7 @@ class TrainConfig:
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False  # trades ~30% speed for much less activation memory
     # torch.compile each decoder layer (one graph shared by all 32) on a GPU, single-process or DDP:
-    # fuses the memory-bound elementwise work around the matmuls (15.4 -> 19.2-21.2 samples/s at
+    # fuses the memory-bound elementwise work around the matmuls (eager 16.8 -> 22.1 samples/s at
     # micro-batch 8 on an H100). The first micro-batch pays the compilation (~1.5 min); the first validation
     # compiles its no-grad graphs (not timed). --no_compile: eager.
     compile: bool = True
@@ -107,6 +108,8 @@ class TrainConfig:
     save_total_limit: int = 2  # keep the newest N step checkpoints (0: all)
     eval_steps: int = 0  # validation every N optimizer steps (0: at epoch ends)
     eval_batch_size: int = 0  # 0: --batch_size
+    # A log line reads the loss back from the GPU (a wait for it); steps in between never do. On an H100
+    # one line per step cost nothing measurable: 22.07 samples/s vs 22.10 with one per 10 steps.
     logging_steps: int = 1
     report_to: str = "none"  # none | tensorboard (under output_dir/tensorboard)
     resume: str = ""  # "latest" (bare --resume) or a checkpoint folder
@@ -338,8 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         T.save_checkpoint(output_dir, model, optimizer, scheduler, state, accelerator, cfg.save_total_limit)
 
     bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="training", unit="step")
-    throughput = T.Throughput()
-    window = {"loss_x_tokens": 0.0, "tokens": 0, "grad_norm": 0.0, "steps": 0}
+    window = T.StepWindow()  # read (a wait for the GPU) only when a line is logged
     run_start = time.perf_counter() - state.elapsed_s
     last_saved = state.step if checkpoint is not None else -1
     batches: list[list[int]] = []
@@ -367,24 +369,24 @@ def main(argv: list[str] | None = None) -> None:
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.batches_done += len(group)
-            state.samples_seen += stats["samples"]
-            throughput.add(stats["samples"], stats["tokens"])
-            window["loss_x_tokens"] += stats["loss"] * stats["label_tokens"]
-            window["tokens"] += stats["label_tokens"]
-            window["grad_norm"] += float(grad_norm) if grad_norm is not None else float("nan")
-            window["steps"] += 1
+            window.add(stats, grad_norm)
             bar.update(1)
-            if state.step % cfg.logging_steps == 0 or state.step == total_steps:
-                samples_per_s, tokens_per_s = throughput.rates()
+            epoch_done = state.batches_done == len(batches)
+            will_save = epoch_done or (cfg.save_steps > 0 and state.step % cfg.save_steps == 0)
+            stopping = bool(cfg.stop_after_steps) and state.step >= cfg.stop_after_steps
+            # A checkpoint is written after a log line, so its samples_seen counts every step before it.
+            if state.step % cfg.logging_steps == 0 or state.step == total_steps or will_save or stopping:
+                values = window.read()
+                state.samples_seen += int(values["samples"])
                 record = {
                     "type": "train",
                     "step": state.step,
                     "epoch": round(epoch_progress(), 4),
-                    "loss": window["loss_x_tokens"] / max(window["tokens"], 1),
+                    "loss": values["loss"],
                     "lr": lr,
-                    "grad_norm": window["grad_norm"] / window["steps"],
-                    "samples_per_s": samples_per_s,
-                    "tokens_per_s": tokens_per_s,
+                    "grad_norm": values["grad_norm"],
+                    "samples_per_s": values["samples_per_s"],
+                    "tokens_per_s": values["tokens_per_s"],
                     "elapsed_s": time.perf_counter() - run_start,
                 }
                 if is_main:
@@ -393,21 +395,20 @@ def main(argv: list[str] | None = None) -> None:
                         {k: v for k, v in record.items() if k not in ("type", "step")}, step=state.step
                     )
                     bar.set_postfix(
-                        loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", sps=f"{samples_per_s:.1f}"
+                        loss=f"{record['loss']:.4f}",
+                        lr=f"{record['lr']:.2e}",
+                        sps=f"{record['samples_per_s']:.1f}",
                     )
-                throughput.reset()
-                window = dict.fromkeys(window, 0) | {"loss_x_tokens": 0.0, "grad_norm": 0.0}
-            epoch_done = state.batches_done == len(batches)
             if epoch_done:
                 state.epoch += 1
                 state.batches_done = 0
             if cfg.eval_steps > 0 and state.step % cfg.eval_steps == 0 or epoch_done and cfg.eval_steps <= 0:
                 run_eval()
             state.elapsed_s = time.perf_counter() - run_start
-            if epoch_done or (cfg.save_steps > 0 and state.step % cfg.save_steps == 0):
+            if will_save:
                 save()
                 last_saved = state.step
-            if cfg.stop_after_steps and state.step >= cfg.stop_after_steps:
+            if stopping:
                 if last_saved != state.step:
                     save()
                 bar.close()

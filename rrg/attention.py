@@ -51,5 +51,15 @@ def sdpa_gqa_attention(
     return output.reshape(batch, 1, heads, dim), None  # [B, Q=1, H, D], as sdpa_attention_forward returns
 
 
+def avoid_cudnn_attention() -> None:
+    """Turn PyTorch's cuDNN attention off (process-wide), so SDPA takes its flash kernel instead.
+
+    cuDNN builds an execution graph for every new sequence length (hundreds of ms each, a CPU cost
+    the GPU waits for), and here the length changes with every batch. Attention is ~1% of a training
+    step's GPU time, so the flash kernel costs nothing measurable there.
+    """
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 AttentionInterface.register(ATTENTION, sdpa_gqa_attention)
 AttentionMaskInterface.register(ATTENTION, sdpa_mask)

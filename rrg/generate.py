@@ -232,7 +232,7 @@ class EvalConfig:
         default=None, metadata={"help": "LoRA adapter folder (ours or the paper's)"}
     )
     image_dir: str = field(default=DEFAULT_IMAGE_DIR, metadata={"help": "folder holding the images"})
-    # On an H100: 29.8 reports/s at 55.5 GiB (results/benchmark-h100.json). On a smaller GPU the
+    # On an H100: 31.1 reports/s at 55.5 GiB (results/benchmark-h100.json). On a smaller GPU the
     # batch is made smaller by itself when it runs out of memory (generate_predictions).
     batch_size: int = 256
     max_new_tokens: int = 256
@@ -395,6 +395,29 @@ class _StudyPixels(torch.utils.data.Dataset):
         return entry, names, preprocess_views(self.image_processor, views)
 
 
+def study_loader(
+    items: list[tuple[Entry, list[str]]],
+    paths: dict[str, Path],
+    image_processor,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    blank: bool = False,
+) -> torch.utils.data.DataLoader:
+    """Pixel values of each (entry, image names), in order, one study per item.
+
+    Workers preprocess about one batch ahead. On a GPU the pixel values are pinned, so they copy to
+    the GPU without being staged on the host; the batch is put together there.
+    """
+    return torch.utils.data.DataLoader(
+        _StudyPixels(items, paths, image_processor, blank),
+        batch_size=None,
+        num_workers=num_workers,
+        prefetch_factor=max(2, -(-batch_size // num_workers)) if num_workers else None,
+        pin_memory=device.type == "cuda",
+    )
+
+
 def batches_of(iterable, size: int) -> Iterator[list]:
     """Consecutive lists of `size` items (the last may be shorter)."""
     batch = []
@@ -465,15 +488,8 @@ def generate_predictions(
         if tried:
             print(f"warning: out of GPU memory at batch size {tried[-1]}: going on at {batch_size}")
         tried.append(batch_size)
-        dataset = _StudyPixels(items[done:], paths, processor.image_processor, blank)
-        # Workers preprocess about one batch ahead. Pinned pixel values copy to the GPU without
-        # being staged on the host; the batch is put together there.
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=None,
-            num_workers=num_workers,
-            prefetch_factor=max(2, -(-batch_size // num_workers)) if num_workers else None,
-            pin_memory=device.type == "cuda",
+        loader = study_loader(
+            items[done:], paths, processor.image_processor, batch_size, num_workers, device, blank
         )
         # iter() starts the worker processes here, in the main thread. Started from run_ahead's
         # thread, in a benchmark process where torch.compile had run before, they died at start

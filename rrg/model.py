@@ -14,7 +14,7 @@ import torch
 from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 from . import processor as processor_lib
-from .attention import ATTENTION
+from .attention import ATTENTION, avoid_cudnn_attention
 from .convert import HF_MODEL_TYPE, ORIGINAL_MODEL_TYPE, convert_checkpoint
 from .io import InputError, read_json_object
 from .tiny import generation_config
@@ -112,9 +112,12 @@ def load_base_model(
     """LLaVA-Med as LlavaForConditionalGeneration: bf16 on a GPU, fp32 on the CPU unless dtype says otherwise.
 
     The model stays where device_map puts it (CPU when None); 4-bit loading needs CUDA and defaults to
-    this process's GPU (LOCAL_RANK), as bitsandbytes weights cannot be moved after loading.
+    this process's GPU (LOCAL_RANK), as bitsandbytes weights cannot be moved after loading. With SDPA
+    attention, PyTorch's cuDNN attention is turned off for the process (rrg.attention.avoid_cudnn_attention).
     """
     path = resolve_model_path(model_path)
+    if attn_implementation in (ATTENTION, "sdpa"):
+        avoid_cudnn_attention()
     kwargs = {}
     if load_in_4bit:
         if not torch.cuda.is_available():

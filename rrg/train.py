@@ -73,7 +73,7 @@ def count_label_tokens(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-def training_step(model, batch: dict, loss_scale: float, backward=None) -> torch.Tensor:
+def training_step(model, batch: dict, loss_scale: float | torch.Tensor, backward=None) -> torch.Tensor:
     """Forward + backward of one micro-batch; the loss sum is multiplied by loss_scale before backward.
 
     `backward` is accelerator.backward under accelerate (plain .backward() otherwise). Returns the
@@ -130,41 +130,50 @@ def gradient_sync(accelerator, model, sync: bool):
         accelerator.gradient_state._set_sync_gradients(True)
 
 
+GROUP_STATS = ("loss_sum", "label_tokens", "tokens", "samples")  # accumulate_gradients' tensor, in order
+
+
 def accumulate_gradients(
     model, batches: Sequence[dict], accelerator, dtype: torch.dtype | None = None
-) -> dict:
+) -> torch.Tensor:
     """Forward/backward every micro-batch of one accumulation group (this rank's share).
 
     Gradients end up as those of (sum of label-token CE over the group on all ranks) / (global label
-    token count), whatever the group's size. Returns loss (the group's token-weighted mean over all
-    ranks), label tokens, input tokens and samples, global.
+    token count), whatever the group's size. Returns the group's GROUP_STATS, summed over all ranks,
+    as one float64 tensor on the device (read it with `read_stats`).
+
+    Nothing here waits for the GPU: the token counts come from the CPU batches, the loss scale and the
+    stats stay on the device, so the CPU can queue the next micro-batches while the GPU runs this one.
+    The caller decides when to wait, by reading the stats (train_lora.py: at each log line).
     """
-    local_tokens = sum(count_label_tokens(b) for b in batches)
-    totals = torch.tensor(
-        [
-            local_tokens,
-            sum(int(b["attention_mask"].sum()) for b in batches),
-            sum(len(b["input_ids"]) for b in batches),
-        ],
-        dtype=torch.float64,
-        device=accelerator.device,
+    counts = [
+        sum(count_label_tokens(b) for b in batches),
+        sum(int(b["attention_mask"].sum()) for b in batches),
+        sum(len(b["input_ids"]) for b in batches),
+    ]
+    # A blocking copy to the GPU waits for the work queued before it; a non-blocking one, from pinned memory, does not.
+    pinned = accelerator.device.type == "cuda"
+    counts = torch.tensor(counts, dtype=torch.float64, pin_memory=pinned).to(
+        accelerator.device, non_blocking=True
     )
-    totals = accelerator.reduce(totals, reduction="sum")
-    global_tokens = max(float(totals[0]), 1.0)
+    counts = accelerator.reduce(counts, reduction="sum")
     # DDP/FSDP/DeepSpeed average gradients over ranks; multiplying by world size turns that into a sum.
-    loss_scale = accelerator.num_processes / global_tokens
+    loss_scale = (accelerator.num_processes / counts[0].clamp(min=1)).float()
     loss_sum = torch.zeros((), dtype=torch.float32, device=accelerator.device)
     for i, batch in enumerate(batches):
         with gradient_sync(accelerator, model, sync=i == len(batches) - 1):
             batch = move_to(batch, accelerator.device, dtype)
             loss_sum += training_step(model, batch, loss_scale, backward=accelerator.backward)
     loss_sum = accelerator.reduce(loss_sum, reduction="sum")
-    return {
-        "loss": float(loss_sum) / global_tokens,
-        "label_tokens": int(totals[0]),
-        "tokens": int(totals[1]),
-        "samples": int(totals[2]),
-    }
+    return torch.cat([loss_sum.double().reshape(1), counts])
+
+
+def read_stats(stats: torch.Tensor) -> dict[str, float]:
+    """GROUP_STATS of accumulate_gradients' tensor (or a sum of them) as numbers, with their token-weighted
+    mean loss. Waits for the GPU."""
+    values = dict(zip(GROUP_STATS, stats.tolist()))
+    values["loss"] = values["loss_sum"] / max(values["label_tokens"], 1.0)
+    return values
 
 
 @torch.no_grad()
@@ -440,21 +449,33 @@ def truncate_log(log_path: str | os.PathLike, step: int) -> None:
     atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-class Throughput:
-    """Samples/s and tokens/s since the last report."""
+class StepWindow:
+    """The optimizer steps since the last log line; their stats stay on the device until `read`.
+
+    Reading a number from the GPU waits for all the work queued before it, so only `read` does it.
+    """
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.start = time.perf_counter()
-        self.samples = 0
-        self.tokens = 0
+        self.stats: torch.Tensor | None = None
+        self.grad_norms: list[torch.Tensor] = []
+        self.steps = 0
 
-    def add(self, samples: int, tokens: int) -> None:
-        self.samples += samples
-        self.tokens += tokens
+    def add(self, stats: torch.Tensor, grad_norm: torch.Tensor | float | None) -> None:
+        self.stats = stats if self.stats is None else self.stats + stats
+        if grad_norm is not None:  # None: accelerate under DeepSpeed, which clips inside its own step
+            self.grad_norms.append(torch.as_tensor(grad_norm, dtype=torch.float64, device=stats.device))
+        self.steps += 1
 
-    def rates(self) -> tuple[float, float]:
-        seconds = max(time.perf_counter() - self.start, 1e-9)
-        return self.samples / seconds, self.tokens / seconds
+    def read(self) -> dict[str, float]:
+        """Sums (samples, tokens), means (loss, grad_norm) and rates since the last read; starts a new window."""
+        values = read_stats(self.stats if self.stats is not None else torch.zeros(len(GROUP_STATS)))
+        values["grad_norm"] = float(torch.stack(self.grad_norms).mean()) if self.grad_norms else float("nan")
+        seconds = max(time.perf_counter() - self.start, 1e-9)  # after the wait above: the GPU's time too
+        values["samples_per_s"] = values["samples"] / seconds
+        values["tokens_per_s"] = values["tokens"] / seconds
+        self.reset()
+        return values

@@ -15,10 +15,11 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      attention mask, autocast + GradScaler, LoRA r64/a128/dropout 0.05 on q,k,v,o,gate,up,down matched by
      name everywhere (CLIP too), peft's default fp32 adapters; generation batch 1, sampling T=0.2.
   2. our LoRA training (train_lora.py's build_model, collator, sampler and accumulate_gradients) over
-     --train_configs, e.g. "8,16+ckpt+compile,8+compile+budget=0.7" (micro-batch, then options);
+     --train_configs, e.g. "8,16+ckpt+compile,8+compile+budget=0.7+log=10" (micro-batch, then options:
+     ckpt, compile, budget=X activation memory budget, log=N steps per log line);
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
-     100-token reports over --gen_configs (batch size[:KV cache]).
+     100-token reports over --gen_configs (batch size[:KV cache][+workers=N]).
 Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
 gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache and padding).
 Compiled configurations pay their compilation in the warm-up; graphs_compiled_while_timed shows none
@@ -37,6 +38,7 @@ import gc
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,12 +55,19 @@ from transformers import DynamicCache, HfArgumentParser, LlavaForConditionalGene
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # train_lora.py (the recipe) lives at the top level, not in rrg/
 
+import rrg.generate  # noqa: E402
 import train_lora  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.attention import ATTENTION  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
-from rrg.generate import GenerationSettings, encode_batch, generate_predictions  # noqa: E402
+from rrg.generate import (  # noqa: E402
+    EvalConfig,
+    GenerationSettings,
+    encode_batch,
+    generate_predictions,
+    study_loader,
+)
 from rrg.io import atomic_write_json  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
 from rrg.model import load_base_model, load_processor  # noqa: E402
@@ -78,18 +87,23 @@ class BenchConfig:
     workdir: str = ""  # where the random checkpoint is written (default: a temporary folder)
     # Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient
     # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X).
-    train_configs: str = "8,8+compile,8+compile+budget=0.7,16+compile+budget=0.3,16+ckpt+compile"
-    qlora_configs: str = "16+ckpt"
-    train_samples: int = 128  # timed samples per configuration (after warm-up)
+    train_configs: str = "8+compile+budget=0.7,8"
+    qlora_configs: str = "16+ckpt+compile"
+    train_samples: int = 256  # timed samples per configuration (after warm-up)
     grad_accum: int = 4  # micro-batches per optimizer step in the timed loop
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
-    gen_configs: str = "256,320,256:static"  # batch size[:KV cache implementation]
+    # batch size[:KV cache implementation][+workers=N (loader workers)], e.g. "256,256:static,320+workers=8"
+    gen_configs: str = "256,320"
+    gen_workers: int = EvalConfig.num_workers  # loader workers where gen_configs names none: eval's default
+    loader_workers: str = "4,8"  # worker counts for which the eval loader alone is timed
     gen_reports: int = 1280  # reports per batch-size setting (a multiple of each batch size)
     reference_gen_reports: int = 2
     new_tokens: int = 100  # every report is forced to exactly this length
     gen_diagnose_batch: int = 128
     gen_diagnose_variants: str = ""  # comma-separated names (prompts/attention/cache); default: all
-    num_workers: int = 8
+    num_workers: int = 8  # training loader workers
+    train_profile: bool = False  # profile two accumulation groups of each training configuration
+    trace_dir: str = ""  # with --train_profile: write each profile there as a gzipped Chrome trace
     phases: str = "reference,lora,qlora,generation"  # comma-separated; also: diagnose
     markdown: str = ""  # print the Markdown table of an existing results JSON (no GPU needed) and exit
 
@@ -167,6 +181,33 @@ def timed() -> dict:
     yield result
     torch.cuda.synchronize()
     result["s"] = time.perf_counter() - start
+
+
+def gpu_time_split(prof, per: int) -> dict:
+    """GPU kernel time of a profile by kind, in ms per `per` (samples, steps), and the top kernels.
+
+    Kernels only: an operator's row repeats the time of the kernels it launched.
+    """
+    kinds = {"matmul": 0.0, "attention": 0.0, "fused (triton)": 0.0, "other": 0.0}
+    events = prof.key_averages()
+    for e in events:
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        name = e.key.lower()
+        if any(s in name for s in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90")):
+            kind = "matmul"
+        elif any(s in name for s in ("flash", "fmha", "attention")):
+            kind = "attention"
+        elif name.startswith("triton"):
+            kind = "fused (triton)"
+        else:
+            kind = "other"
+        kinds[kind] += e.self_device_time_total / 1000 / per
+    return {
+        "gpu_busy_ms": sum(kinds.values()),
+        "gpu_ms_by_kind": kinds,
+        "top_kernels": events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60),
+    }
 
 
 def param_counts(model) -> dict[str, int]:
@@ -298,6 +339,8 @@ class TrainSpec:
     checkpointing: bool = False
     compile: bool = False
     budget: float = 1.0
+    # Steps per log line: train_lora.py reads the loss back from the GPU (a wait) only for those
+    log_every: int = train_lora.TrainConfig.logging_steps
 
     @classmethod
     def parse(cls, text: str) -> TrainSpec:
@@ -308,15 +351,21 @@ class TrainSpec:
                 spec.checkpointing = True
             elif option == "compile":
                 spec.compile = True
+            elif option.startswith("log="):
+                spec.log_every = int(option.split("=", 1)[1])
             elif option.startswith("budget="):
                 spec.budget = float(option.split("=", 1)[1])
             else:
-                raise ValueError(f"unknown training option {option!r} in {text!r} (ckpt, compile, budget=X)")
+                raise ValueError(
+                    f"unknown training option {option!r} in {text!r} (ckpt, compile, budget=X, log=N)"
+                )
         return spec
 
     def label(self) -> str:
         parts = [f"mb{self.micro_batch}", "ckpt" if self.checkpointing else ""]
         parts += ["compile" if self.compile else "", f"budget {self.budget:g}" if self.budget < 1 else ""]
+        default_log = train_lora.TrainConfig.logging_steps
+        parts += [f"log every {self.log_every}" if self.log_every != default_log else ""]
         return " ".join(p for p in parts if p)
 
 
@@ -353,12 +402,19 @@ def our_training(
     warmup_groups = 2
     timed_groups = max(1, cfg.train_samples // (spec.micro_batch * cfg.grad_accum))
 
-    def group_step() -> dict:
+    window, steps = T.StepWindow(), 0
+
+    def group_step() -> torch.Tensor:
+        nonlocal steps
         group = [next(loader) for _ in range(cfg.grad_accum)]
         stats = T.accumulate_gradients(model, group, accelerator, dtype)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        window.add(stats, grad_norm)
+        steps += 1
+        if steps % spec.log_every == 0:  # train_lora.py's log line: reading it waits for the GPU
+            window.read()
         return stats
 
     result = {
@@ -368,16 +424,16 @@ def our_training(
     }
     try:
         with timed() as warm:
-            losses = [group_step()["loss"] for _ in range(warmup_groups)]
+            losses = [T.read_stats(group_step())["loss"] for _ in range(warmup_groups)]
         graphs = compiled_graphs()
         torch.cuda.reset_peak_memory_stats()
         totals = {"samples": 0, "tokens": 0, "label_tokens": 0}
         with timed() as t:
-            for _ in range(timed_groups):
-                stats = group_step()
-                losses.append(stats["loss"])
-                for key in totals:
-                    totals[key] += stats[key]
+            group_stats = [group_step() for _ in range(timed_groups)]  # read after the timed loop
+        for stats in map(T.read_stats, group_stats):
+            losses.append(stats["loss"])
+            for key in totals:
+                totals[key] += int(stats[key])
         result |= {
             "samples_per_s": totals["samples"] / t["s"],
             "real_tokens_per_s": totals["tokens"] / t["s"],
@@ -392,6 +448,18 @@ def our_training(
             param_counts(model), totals["tokens"], totals["label_tokens"], totals["samples"], 577
         )
         result["mfu"] = flops / t["s"] / H100_BF16_DENSE_FLOPS
+        if cfg.train_profile:  # where a group's GPU time goes, per sample; wall time beside it
+            activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            with timed() as wall, torch.profiler.profile(activities=activities) as prof:
+                stats = [group_step() for _ in range(2)]
+            samples = sum(T.read_stats(s)["samples"] for s in stats)
+            result["profile"] = {"wall_ms": 1000 * wall["s"] / samples} | gpu_time_split(prof, samples)
+            if cfg.trace_dir:
+                trace = Path(cfg.trace_dir) / f"train-{spec.label().replace(' ', '-')}.json"
+                trace.parent.mkdir(parents=True, exist_ok=True)
+                prof.export_chrome_trace(str(trace))
+                subprocess.run(["gzip", "-f", str(trace)], check=True)
+            print(result["profile"].pop("top_kernels"), flush=True)
     except Exception as e:  # out of memory, a compile failure: record it and go on with the sweep
         result["error"] = f"{type(e).__name__}: {str(e)[:300]}"
     print(("QLoRA " if load_in_4bit else "LoRA ") + spec.label() + ":", json.dumps(result), flush=True)
@@ -399,6 +467,71 @@ def our_training(
 
 
 # --------------------------------------------------------------------------- 4. our generation
+
+
+@contextmanager
+def batch_timeline():
+    """(start, end) of each generate call the eval loop makes inside this block.
+
+    The calls return decoded text, so each end is after the GPU finished its batch; the time outside
+    the calls is the loop's own (waiting for the next batch, writing lines).
+    """
+    original = rrg.generate.generate_from_inputs
+    calls: list[tuple[float, float]] = []
+
+    def recorded(*args, **kwargs):
+        start = time.perf_counter()
+        texts = original(*args, **kwargs)
+        calls.append((start, time.perf_counter()))
+        return texts
+
+    rrg.generate.generate_from_inputs = recorded  # generate_predictions looks it up at each call
+    try:
+        yield calls
+    finally:
+        rrg.generate.generate_from_inputs = original
+
+
+def timeline_summary(calls: list[tuple[float, float]], start: float, end: float) -> dict:
+    """How a timed eval run splits: before the first batch, inside generate, between batches, after."""
+    inside = [b - a for a, b in calls]
+    between = [calls[i + 1][0] - calls[i][1] for i in range(len(calls) - 1)]
+    return {
+        "batches": len(calls),
+        "before_first_batch_s": calls[0][0] - start,  # worker start, the first batch's preprocessing
+        "generate_s_per_batch": float(np.mean(inside)),
+        "between_batches_s": float(np.mean(between)) if between else 0.0,
+        "after_last_batch_s": end - calls[-1][1],
+    }
+
+
+def eval_loader_timings(entries, image_dir: Path, image_processor, cfg: BenchConfig) -> list[dict]:
+    """The eval loader alone, for each of cfg.loader_workers, batches of the first generation setting."""
+    items = [(e, e.images) for e in entries[: cfg.gen_reports]]
+    paths = {e.images[0]: image_dir / e.images[0] for e in entries}
+    batch_size = int(cfg.gen_configs.split(",")[0].split("+")[0].split(":")[0])
+    rows = []
+    for workers in [int(w) for w in cfg.loader_workers.split(",") if w]:
+        rows.append(loader_timing(items, paths, image_processor, batch_size, workers))
+        print("eval loader:", json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def loader_timing(items, paths, image_processor, batch_size: int, workers: int) -> dict:
+    """The eval loader alone (no GPU work): time to its first batch, and studies/s over all items."""
+    loader = study_loader(items, paths, image_processor, batch_size, workers, torch.device("cuda"))
+    start = time.perf_counter()
+    first = None
+    for i, (_, _, pixels) in enumerate(loader, 1):
+        if isinstance(pixels, str):
+            raise RuntimeError(pixels)
+        if i == batch_size:
+            first = time.perf_counter() - start
+    return {
+        "workers": workers,
+        "first_batch_s": first,
+        "studies_per_s": len(items) / (time.perf_counter() - start),
+    }
 
 
 def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) -> list[dict]:
@@ -413,6 +546,11 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in cfg.gen_configs.split(","):
+            spec, *options = spec.split("+")
+            options = dict(option.split("=", 1) for option in options)
+            workers = int(options.pop("workers", cfg.gen_workers))
+            if options:
+                raise ValueError(f"unknown generation option(s) {options} in {spec!r} (workers=N)")
             batch_size, *cache = spec.split(":")
             batch_size = int(batch_size)
             settings = GenerationSettings(
@@ -427,32 +565,39 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                 "adapter": None,
             }
 
-            def run(n: int, name: str, settings=settings, identity=identity, batch_size=batch_size) -> None:
-                out = Path(tmp) / f"{name}-{batch_size}.jsonl"
+            def run(n: int, name: str, settings=settings, identity=identity, workers=workers) -> None:
+                out = Path(tmp) / f"{name}-{len(results)}.jsonl"
                 generate_predictions(
-                    model, processor, items[:n], paths, out, identity, settings, num_workers=4
+                    model, processor, items[:n], paths, out, identity, settings, num_workers=workers
                 )
 
             run(batch_size, "warmup")
             torch.cuda.reset_peak_memory_stats()
             try:
-                with timed() as t:
+                with timed() as t, batch_timeline() as calls:
+                    start = time.perf_counter()
                     run(len(items), "timed")
+                timeline = timeline_summary(calls, start, time.perf_counter())
                 peak = peak_gib()
-                # Then one batch to its first token (image preprocessing, CLIP, the prompt's prefill):
-                # the rest of a batch's time is decoding.
+                # Then one batch to its first token (CLIP and the prompt's prefill, inside generate):
+                # the rest of a batch's generate time is decoding.
                 model.generation_config.min_new_tokens = 1
-                with timed() as first:
+                with timed() as first, batch_timeline() as first_calls:
                     run(batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
                 model.generation_config.min_new_tokens = cfg.new_tokens
-                batch_s = t["s"] * batch_size / len(items)
+                prefill_s = first_calls[0][1] - first_calls[0][0]
                 row = {
                     "batch_size": batch_size,
                     "reports_per_s": len(items) / t["s"],
                     "peak_gib": peak,
-                    "batch_s": batch_s,
-                    "first_token_s": first["s"],
-                    "decode_ms_per_step": 1000 * (batch_s - first["s"]) / (cfg.new_tokens - 1),
+                    "batch_s": t["s"] * batch_size / len(items),
+                    "first_token_s": first["s"],  # loader start and the first batch's images included
+                    "prefill_s": prefill_s,
+                    "decode_ms_per_step": 1000
+                    * (timeline["generate_s_per_batch"] - prefill_s)
+                    / (cfg.new_tokens - 1),
+                    "workers": workers,
+                    "timeline": timeline,
                 }
             except Exception as e:  # out of memory, an unsupported cache: record it, try the next setting
                 row = {"batch_size": batch_size, "error": f"{type(e).__name__}: {str(e)[:200]}"}
@@ -540,13 +685,12 @@ def profile_decode(model, inputs, cache, steps: int = 3) -> dict:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    events = prof.key_averages()
-    # Kernels only: an operator's row repeats the time of the kernels it launched.
-    gpu_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    split = gpu_time_split(prof, steps)
     return {
         "step_ms": 1000 * wall["s"] / steps,  # without the profiler
-        "gpu_busy_ms_per_step": gpu_us / 1000 / steps,  # kernel time, from the profile
-        "top_kernels": events.table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=60),
+        "gpu_busy_ms_per_step": split["gpu_busy_ms"],  # kernel time, from the profile
+        "gpu_ms_by_kind": split["gpu_ms_by_kind"],
+        "top_kernels": split["top_kernels"],
     }
 
 
@@ -659,6 +803,8 @@ def train_flags(r: dict, four_bit: bool) -> str:
     default_budget = train_lora.TrainConfig.activation_memory_budget
     if spec.compile and not spec.checkpointing and spec.budget != default_budget:
         flags.append(f"--activation_memory_budget {spec.budget:g}")
+    if spec.log_every != train_lora.TrainConfig.logging_steps:
+        flags.append(f"--logging_steps {spec.log_every}")
     return "`" + " ".join(flags) + "`"
 
 
@@ -690,14 +836,18 @@ def summary_table(report: dict) -> str:
         lines.append(f"{'reference (bs 1, T=0.2, fp16)':34} {ref_gen:10.2f}")
     for r in report.get("generation", []):
         if "error" in r:
-            lines.append(f"{'ours bs ' + str(r['batch_size']) + ' ' + r['cache']:34} {r['error'][:60]}")
+            lines.append(f"{gen_label(r):34} {r['error'][:60]}")
             continue
         ratio = r["reports_per_s"] / ref_gen if ref_gen else float("nan")
-        lines.append(
-            f"{'ours bs ' + str(r['batch_size']) + ' ' + r['cache']:34} {r['reports_per_s']:10.2f} "
-            f"{r['peak_gib']:9.1f} {ratio:6.1f}"
-        )
+        lines.append(f"{gen_label(r):34} {r['reports_per_s']:10.2f} {r['peak_gib']:9.1f} {ratio:6.1f}")
     return "\n".join(lines)
+
+
+def gen_label(row: dict) -> str:
+    label = f"ours bs {row['batch_size']} {row.get('cache', '')}"
+    if "workers" in row:  # rows of earlier runs did not record them
+        label += f" {row['workers']} workers"
+    return label
 
 
 def markdown_table(report: dict) -> str:
@@ -781,8 +931,9 @@ def main() -> None:
     tokenizer = processor.tokenizer
     per_image = 576
     # Training draws from a pool whose size does not depend on --gen_reports: length-grouped batches
-    # over another pool are other batches (the default measured 19.3 samples/s on the 512-sample
-    # pool, 17.0 and 17.3 on a 1,280-sample one).
+    # over another pool are other batches, of other lengths (with cuDNN attention on, which built a graph
+    # per new length, the default measured 19.3 samples/s on a 512-sample pool and 17.0/17.3 on a 1,280 one;
+    # with it off, 22.1 on 1,024 and 21.8 on 1,280).
     n_train = max(cfg.train_samples * 4, 512)
     entries = make_entries(
         real_reports(reports_csv, max(n_train, cfg.gen_reports)), synthetic_images(image_dir)
@@ -815,6 +966,7 @@ def main() -> None:
             free_gpu()
             keep(phase, rows)
     if "generation" in phases:
+        keep("eval_loader", eval_loader_timings(entries, image_dir, processor.image_processor, cfg))
         keep("generation", our_generation(model_dir, entries, image_dir, cfg))
         free_gpu()
     if "gen_diagnose" in phases:

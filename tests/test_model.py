@@ -27,6 +27,18 @@ def test_load_model_from_original_folder(tiny_original, tmp_path, monkeypatch):
     assert load_base_model(str(tiny_original), dtype=torch.bfloat16).dtype == torch.bfloat16
 
 
+def test_sdpa_models_turn_cudnn_attention_off(converted):
+    """cuDNN attention builds a graph per new sequence length; loading with SDPA turns it off process-wide."""
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    try:
+        load_base_model(str(converted), attn_implementation="eager")
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        load_base_model(str(converted))  # ATTENTION, this project's SDPA
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+
+
 def test_image_token_is_never_generated(converted, xray_paths):
     model, processor = load_model(str(converted))
 

@@ -159,7 +159,7 @@ def test_accumulation_gives_the_gradient_of_the_whole_group(tiny_model_dir, tiny
     accelerator = Accelerator(cpu=True)
     singles, together = tiny_batches
     model = lora_model(tiny_model_dir)
-    stats = T.accumulate_gradients(model, singles, accelerator)
+    stats = T.read_stats(T.accumulate_gradients(model, singles, accelerator))
     accumulated = lora_grads(model)
     model.zero_grad()
     T.accumulate_gradients(model, [together], accelerator)
@@ -238,6 +238,41 @@ def test_partial_last_group_is_a_step_and_epochs_do_not_mix(tiny_model_dir, tmp_
     state = json.loads((out / "checkpoints" / "step-000003" / "state.json").read_text())
     assert (state["step"], state["epoch"], state["batches_done"]) == (3, 1, 0)
     assert train[-1]["lr"] > 0  # the cosine schedule is sized to 6 steps: lr reaches 0 only after the last
+
+
+def test_step_window_weights_the_loss_by_tokens_and_starts_over():
+    window = T.StepWindow()
+    # GROUP_STATS: loss sum, label tokens, input tokens, samples.
+    window.add(torch.tensor([10.0, 5, 100, 2], dtype=torch.float64), torch.tensor(1.0))
+    window.add(torch.tensor([30.0, 5, 300, 6], dtype=torch.float64), torch.tensor(3.0))
+    values = window.read()
+    assert values["loss"] == pytest.approx(40 / 10)  # token-weighted, not the mean of 2.0 and 6.0
+    assert (values["samples"], values["tokens"], values["grad_norm"]) == (8, 400, pytest.approx(2.0))
+    assert values["samples_per_s"] > 0 and values["tokens_per_s"] == pytest.approx(
+        50 * values["samples_per_s"]
+    )
+    window.add(torch.tensor([3.0, 3, 30, 1], dtype=torch.float64), None)  # DeepSpeed: no norm
+    values = window.read()
+    assert (values["loss"], values["samples"]) == (1.0, 1) and np.isnan(values["grad_norm"])
+
+
+def test_log_lines_every_n_steps_and_before_each_checkpoint(tiny_model_dir, tmp_path):
+    """--logging_steps 4 over 2 epochs of 5 steps: lines at 4, 5 (checkpoint), 8, 10; each covers its steps."""
+    write_split(tmp_path, REPORTS)
+    out = run_training(
+        tiny_model_dir,
+        tmp_path,
+        "--epochs",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--logging_steps",
+        "4",
+    )
+    train = [r for r in read_log(out) if r["type"] == "train"]
+    assert [r["step"] for r in train] == [4, 5, 8, 10]
+    state = json.loads((out / "checkpoints" / "step-000005" / "state.json").read_text())
+    assert state["samples_seen"] == 5  # every step before the checkpoint is counted, batch size 1
 
 
 def test_resume_ends_with_the_same_adapter(tiny_model_dir, tmp_path):

@@ -89,7 +89,7 @@ def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> Non
     model = accelerator.prepare(model)
     # Global batch of 4: rank r accumulates samples 2r and 2r+1 as two micro-batches.
     batches = single_batches(model_dir, folder)[2 * rank : 2 * rank + 2]
-    stats = T.accumulate_gradients(model, batches, accelerator)
+    stats = T.read_stats(T.accumulate_gradients(model, batches, accelerator))
     if rank == 0:
         torch.save(
             {"grads": grads(accelerator.unwrap_model(model)), "loss": stats["loss"]}, folder / "ddp.pt"
@@ -123,7 +123,7 @@ def test_two_processes_match_one_process_on_the_global_batch(tiny_model_dir, tmp
 
     accelerator = Accelerator(cpu=True)
     model = lora_model(tiny_model_dir, accelerator)
-    stats = T.accumulate_gradients(model, single_batches(tiny_model_dir, tmp_path), accelerator)
+    stats = T.read_stats(T.accumulate_gradients(model, single_batches(tiny_model_dir, tmp_path), accelerator))
     reference = grads(model)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert ddp["grads"].keys() == reference.keys()
