@@ -462,13 +462,11 @@ class StepWindow:
         self.start = time.perf_counter()
         self.stats: torch.Tensor | None = None
         self.grad_norms: list[torch.Tensor] = []
-        self.steps = 0
 
     def add(self, stats: torch.Tensor, grad_norm: torch.Tensor | float | None) -> None:
         self.stats = stats if self.stats is None else self.stats + stats
         if grad_norm is not None:  # None: accelerate under DeepSpeed, which clips inside its own step
             self.grad_norms.append(torch.as_tensor(grad_norm, dtype=torch.float64, device=stats.device))
-        self.steps += 1
 
     def read(self) -> dict[str, float]:
         """Sums (samples, tokens), means (loss, grad_norm) and rates since the last read; starts a new window."""

@@ -38,7 +38,6 @@ import gc
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -86,7 +85,8 @@ class BenchConfig:
     shared_data: str = os.environ.get("RRG_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     workdir: str = ""  # where the random checkpoint is written (default: a temporary folder)
     # Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient
-    # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X).
+    # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X),
+    # log=N (--logging_steps N).
     train_configs: str = "8+compile+budget=0.7,8"
     qlora_configs: str = "16+ckpt+compile"
     train_samples: int = 256  # timed samples per configuration (after warm-up)
@@ -455,10 +455,9 @@ def our_training(
             samples = sum(T.read_stats(s)["samples"] for s in stats)
             result["profile"] = {"wall_ms": 1000 * wall["s"] / samples} | gpu_time_split(prof, samples)
             if cfg.trace_dir:
-                trace = Path(cfg.trace_dir) / f"train-{spec.label().replace(' ', '-')}.json"
+                trace = Path(cfg.trace_dir) / f"train-{spec.label().replace(' ', '-')}.json.gz"
                 trace.parent.mkdir(parents=True, exist_ok=True)
-                prof.export_chrome_trace(str(trace))
-                subprocess.run(["gzip", "-f", str(trace)], check=True)
+                prof.export_chrome_trace(str(trace))  # gzipped: the profiler reads the suffix
             print(result["profile"].pop("top_kernels"), flush=True)
     except Exception as e:  # out of memory, a compile failure: record it and go on with the sweep
         result["error"] = f"{type(e).__name__}: {str(e)[:300]}"

@@ -260,15 +260,8 @@ def test_log_lines_every_n_steps_and_before_each_checkpoint(tiny_model_dir, tmp_
     """--logging_steps 4 over 2 epochs of 5 steps: lines at 4, 5 (checkpoint), 8, 10; each covers its steps."""
     write_split(tmp_path, REPORTS)
     out = run_training(
-        tiny_model_dir,
-        tmp_path,
-        "--epochs",
-        "2",
-        "--gradient_accumulation_steps",
-        "1",
-        "--logging_steps",
-        "4",
-    )
+        tiny_model_dir, tmp_path, "--epochs", "2", "--gradient_accumulation_steps", "1", "--logging_steps", "4"
+    )  # fmt: skip
     train = [r for r in read_log(out) if r["type"] == "train"]
     assert [r["step"] for r in train] == [4, 5, 8, 10]
     state = json.loads((out / "checkpoints" / "step-000005" / "state.json").read_text())
