@@ -6,7 +6,7 @@ Writes results/zero_shot-<json stem>/predictions.jsonl (one line per entry, appe
 --resume continues a killed run) and scores.json beside it. All flags: --help.
 """
 
-from rrg.generate import main as run_eval
+from rrg.evaluate import main as run_eval
 
 
 def main(argv: list[str] | None = None) -> dict:

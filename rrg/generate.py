@@ -1,36 +1,31 @@
-"""Batched report generation: prompts + images -> text, the image controls, and the eval pipeline.
+"""Batched report generation: prompts + images -> text, and a dataset -> a predictions JSONL.
 
-One generation path serves the eval scripts (eval/llava.py, eval/llava_lora.py) and the Python API
-(rrg.api.ReportGenerator): render the prompt with rrg.prompts, expand `<image>` as LlavaProcessor does,
-check every sample's image tokens (the guard the reference lacked), left-pad, generate greedily,
-decode only the new tokens. There is no "regenerate until it parses" loop: what the model writes is
-what gets scored.
+One generation path serves the eval run (rrg.evaluate, behind eval/llava.py and eval/llava_lora.py)
+and the Python API (rrg.api.ReportGenerator): render the prompt with rrg.prompts, expand `<image>` as
+LlavaProcessor does, check every sample's image tokens (the guard the reference lacked), left-pad,
+generate greedily, decode only the new tokens. There is no "regenerate until it parses" loop: what the
+model writes is what gets scored. Resuming, image controls and scoring are rrg.evaluate's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import BatchFeature
 
-from .entries import Entry, load_entries, resolve_image
-from .io import InputError, append_jsonl, atomic_write_json, iter_jsonl
+from .entries import Entry
+from .io import InputError, append_jsonl
 from .kv_cache import PreallocatedCache
 from .processor import check_image_tokens, image_token_id, tokens_per_image
 from .prompts import IMAGE_TOKEN, render_prompt
-
-DEFAULT_MODEL = "microsoft/llava-med-v1.5-mistral-7b"
-DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
-IMAGE_CONTROLS = ("none", "blank", "shuffle")
 
 ImageInput = Image.Image | str | os.PathLike
 
@@ -90,36 +85,6 @@ def blank_like(image: Image.Image, image_mean: Sequence[float]) -> Image.Image:
     """
     colour = tuple(round(255 * m) for m in image_mean)
     return Image.new("RGB", image.size, colour)
-
-
-def study_derangement(study_ids: Sequence[str], seed: int = 0) -> dict[str, str]:
-    """Map each study to another study (never itself), fixed by `seed`.
-
-    Sattolo's algorithm draws a random single cycle, which has no fixed point for 2+ studies.
-    """
-    studies = list(dict.fromkeys(study_ids))
-    if len(studies) < 2:
-        raise InputError("--image_control shuffle needs at least 2 studies")
-    rng = random.Random(seed)
-    order = studies[:]
-    for i in range(len(order) - 1, 0, -1):
-        j = rng.randrange(i)  # j < i: Sattolo, not Fisher-Yates
-        order[i], order[j] = order[j], order[i]
-    # order is a random permutation with one cycle; map each element to the next one in that cycle.
-    return {order[k]: order[(k + 1) % len(order)] for k in range(len(order))}
-
-
-def shuffled_images(entries: Sequence[Entry], seed: int = 0) -> dict[str, list[str]]:
-    """Entry id -> another study's image names, as many as the entry has (the prompt stays the same)."""
-    donor_of = study_derangement([e.study_id for e in entries], seed)
-    first_entry: dict[str, Entry] = {}
-    for entry in entries:
-        first_entry.setdefault(entry.study_id, entry)
-    out = {}
-    for entry in entries:
-        donor = first_entry[donor_of[entry.study_id]].images
-        out[entry.id] = [donor[k % len(donor)] for k in range(len(entry.images))]
-    return out
 
 
 # --------------------------------------------------------------------------- encode + generate
@@ -219,141 +184,10 @@ def generate_batch(
     return answers
 
 
-# --------------------------------------------------------------------------- the eval pipeline
+# --------------------------------------------------------------------------- a dataset -> predictions JSONL
 
 
-@dataclass
-class EvalConfig:
-    """Flags of eval/llava.py and eval/llava_lora.py."""
-
-    json_file: str = field(metadata={"help": "split file (JSON array or JSONL), e.g. data/test_report.json"})
-    model_path: str = field(default=DEFAULT_MODEL, metadata={"help": "base model: Hub id or folder"})
-    lora_path: str | None = field(
-        default=None, metadata={"help": "LoRA adapter folder (ours or the paper's)"}
-    )
-    image_dir: str = field(default=DEFAULT_IMAGE_DIR, metadata={"help": "folder holding the images"})
-    # On an H100: 31.1 reports/s at 55.5 GiB (results/benchmark-h100.json). On a smaller GPU the
-    # batch is made smaller by itself when it runs out of memory (generate_predictions).
-    batch_size: int = 256
-    max_new_tokens: int = 256
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (with --do_sample)"})
-    seed: int = 0
-    out: str | None = field(
-        default=None, metadata={"help": "predictions JSONL (default results/<zero_shot|lora>-<json stem>/)"}
-    )
-    resume: bool = field(default=False, metadata={"help": "skip ids already in the predictions file"})
-    limit: int | None = field(default=None, metadata={"help": "first N entries only (quick checks)"})
-    load_in_4bit: bool = False
-    image_control: Literal["none", "blank", "shuffle"] = field(
-        default="none",
-        metadata={
-            "help": "also generate with a blank image or another study's image and report the difference"
-        },
-    )
-    bootstrap: int = field(default=0, metadata={"help": "bootstrap resamples for 95% intervals (e.g. 1000)"})
-    legacy: bool = field(
-        default=False, metadata={"help": "also score with the reference paper's metric code"}
-    )
-    num_workers: int = field(default=4, metadata={"help": "image-loading workers (0: in the main process)"})
-    cache_implementation: str | None = field(
-        default=None,
-        metadata={"help": "KV cache: dynamic (default; rrg.kv_cache) or 'static' (compiled decode steps)"},
-    )
-
-    def settings(self) -> GenerationSettings:
-        return GenerationSettings(
-            max_new_tokens=self.max_new_tokens,
-            num_beams=self.num_beams,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            seed=self.seed,
-            batch_size=self.batch_size,
-            cache_implementation=self.cache_implementation,
-        )
-
-    def predictions_path(self) -> Path:
-        if self.out:
-            return Path(self.out)
-        kind = "lora" if self.lora_path else "zero_shot"
-        return Path("results") / f"{kind}-{Path(self.json_file).stem}" / "predictions.jsonl"
-
-
-def control_path(predictions: Path, condition: str) -> Path:
-    """predictions.jsonl -> predictions.blank.jsonl; the real run keeps the plain name."""
-    if condition == "none":
-        return predictions
-    return predictions.with_name(f"{predictions.stem}.{condition}{predictions.suffix}")
-
-
-def scores_path(predictions: Path) -> Path:
-    stem = predictions.stem
-    return predictions.with_name("scores.json" if stem == "predictions" else f"{stem}.scores.json")
-
-
-def resolve_all_images(entries: Sequence[Entry], image_dir: str | os.PathLike) -> dict[str, Path]:
-    """Every image name of every entry -> its file; all missing ones reported together (before model loading)."""
-    found: dict[str, Path] = {}
-    missing: list[str] = []
-    for entry in entries:
-        for name in entry.images:
-            if name in found:
-                continue
-            try:
-                found[name] = resolve_image(image_dir, name)
-            except InputError:
-                missing.append(f"{entry.source}: {name}")
-    if missing:
-        shown = "; ".join(missing[:10]) + (f"; ... and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise InputError(f"{len(missing)} image(s) not found under {image_dir}: {shown}")
-    return found
-
-
-def _run_identity(config: EvalConfig, condition: str) -> dict[str, Any]:
-    return {
-        "image_control": condition,
-        "generation": asdict(config.settings()),
-        "model": config.model_path,
-        "adapter": config.lora_path,
-    }
-
-
-def drop_partial_last_line(path: Path) -> None:
-    """Cut a half-written last line (a killed run's) so appended lines start on a line of their own.
-
-    append_jsonl writes whole lines (each record with its newline), so a file not ending in a newline
-    ends in an incomplete record; the complete lines before it are kept.
-    """
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        print(f"warning: {path}: dropping a partly written last line ({len(data) - keep} bytes)")
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-
-
-def done_ids(path: Path, identity: dict[str, Any]) -> set[str]:
-    """Ids already in a predictions file; a line made with other settings is an error, not a mix."""
-    if not path.exists():
-        return set()
-    ids = set()
-    ignore_batch = {**identity["generation"], "batch_size": None}  # batching does not change the text
-    for line, record in iter_jsonl(path, allow_partial_last_line=True):
-        theirs = {key: record.get(key) for key in identity}
-        theirs["generation"] = {**(theirs["generation"] or {}), "batch_size": None}
-        if theirs != {**identity, "generation": ignore_batch}:
-            raise InputError(
-                f"{path}:{line}: made with other settings than this run ({theirs} vs {identity}); "
-                "choose another --out"
-            )
-        ids.add(str(record.get("id")))
-    return ids
-
-
-def _prediction_line(entry: Entry, image_names: list[str], prediction: str, identity: dict) -> dict:
+def prediction_line(entry: Entry, image_names: list[str], prediction: str, identity: dict) -> dict:
     return {
         "id": entry.id,
         "study_id": entry.study_id,
@@ -498,7 +332,7 @@ def generate_predictions(
         for batch, inputs in batches:
             predictions = generate_from_inputs(model, processor, inputs, settings)
             lines = [
-                _prediction_line(entry, names, prediction, identity)
+                prediction_line(entry, names, prediction, identity)
                 for (entry, names, _), prediction in zip(batch, predictions)
             ]
             append_jsonl(out, *lines)  # the batch at once: one write, one fsync
@@ -507,142 +341,3 @@ def generate_predictions(
 
     with tqdm(total=len(items), desc=f"generate ({identity['image_control']})", unit="report") as bar:
         generate_rest()
-
-
-def load_for_eval(config: EvalConfig):
-    """(model, processor) on the GPU when there is one, ready for generation."""
-    from .model import load_model
-
-    cuda = torch.cuda.is_available()
-    model, processor = load_model(
-        config.model_path,
-        config.lora_path,
-        merge=bool(config.lora_path) and not config.load_in_4bit,  # merged LoRA generates faster
-        load_in_4bit=config.load_in_4bit,
-        device_map={"": 0} if cuda else None,
-    )
-    return model.eval(), processor
-
-
-def metric_delta(real: dict, control: dict) -> dict[str, dict[str, float]]:
-    """{section: {metric: real - control}} for every metric both cards hold as a number."""
-    delta: dict[str, dict[str, float]] = {}
-    for section, metrics in real.items():
-        other = control.get(section) or {}
-        for name, value in (metrics or {}).items():
-            if isinstance(value, int | float) and isinstance(other.get(name), int | float):
-                delta.setdefault(section, {})[name] = value - other[name]
-    return delta
-
-
-def format_delta(condition: str, real: dict, control: dict, delta: dict) -> str:
-    """Rows real / control / delta per section, one column per metric."""
-    names = list(dict.fromkeys(name for metrics in delta.values() for name in metrics))
-    lines = [f"image control: {condition} (delta = real - {condition}; near 0 = the image is not used)"]
-    lines.append(f"{'':<20}" + "".join(f"{name:>9}" for name in names))
-    for section, metrics in delta.items():
-        for label, values in (("real", real[section]), (condition, control[section]), ("delta", metrics)):
-            sign = "+" if label == "delta" else ""
-            cells = "".join(f"{values[name]:>{sign}9.4f}" if name in values else f"{'':>9}" for name in names)
-            lines.append(f"{section + ' ' + label:<20}" + cells)
-    return "\n".join(lines)
-
-
-def _records_for(path: Path, entries: Sequence[Entry]) -> list[dict]:
-    """This run's lines, in entry order, one per entry (the file may hold more after --limit changes)."""
-    by_id = {}
-    for line, record in iter_jsonl(path, allow_partial_last_line=True):
-        by_id[str(record.get("id"))] = {**record, "_where": f"{path}:{line}"}  # the scorer's messages
-    missing = [e.id for e in entries if e.id not in by_id]
-    if missing:
-        raise InputError(f"{path}: no prediction for {len(missing)} entries (first: {missing[0]!r})")
-    return [by_id[e.id] for e in entries]
-
-
-def evaluate(config: EvalConfig) -> dict:
-    """Generate (resumably), score, write scores.json beside the predictions, print the card."""
-    entries = load_entries(config.json_file)
-    if config.limit is not None:
-        entries = entries[: config.limit]
-    if not entries:
-        raise InputError(f"{config.json_file}: no entries to evaluate")
-    paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
-    from .metrics import MeteorScorer, format_card, score_records  # fails here, not after hours of generation
-
-    predictions = config.predictions_path()
-    conditions = ["none"] if config.image_control == "none" else ["none", config.image_control]
-    outputs = {c: control_path(predictions, c) for c in conditions}
-    for path in outputs.values():
-        if not config.resume and path.exists() and path.stat().st_size > 0:
-            raise InputError(
-                f"{path} exists and is not empty: pass --resume to continue it or choose another --out"
-            )
-
-    pending: dict[str, list[tuple[Entry, list[str]]]] = {}
-    for condition, path in outputs.items():
-        drop_partial_last_line(path)
-        done = done_ids(path, _run_identity(config, condition))
-        names = shuffled_images(entries, config.seed) if condition == "shuffle" else None
-        pending[condition] = [(e, names[e.id] if names else e.images) for e in entries if e.id not in done]
-
-    if any(pending.values()):
-        from transformers import set_seed
-
-        model, processor = load_for_eval(config)
-        settings = config.settings()
-        for condition, items in pending.items():
-            if items:
-                set_seed(config.seed)
-                generate_predictions(
-                    model, processor, items, paths, outputs[condition],
-                    _run_identity(config, condition), settings, config.num_workers,
-                )  # fmt: skip
-
-    scoring = {"bootstrap": config.bootstrap, "seed": config.seed, "legacy": config.legacy}
-    # Two conditions share one METEOR JVM; a single one lets score_records start its own.
-    shared_jvm = MeteorScorer() if config.image_control != "none" else contextlib.nullcontext()
-    with shared_jvm as meteor:
-        card = score_records(
-            _records_for(outputs["none"], entries), source=str(outputs["none"]), meteor=meteor, **scoring
-        )
-        card.update(
-            predictions=str(outputs["none"]),
-            model=config.model_path,
-            adapter=config.lora_path,
-            generation=asdict(config.settings()),
-        )
-        report = [format_card(card)]
-        if config.image_control != "none":
-            condition = config.image_control
-            control_card = score_records(
-                _records_for(outputs[condition], entries),
-                source=str(outputs[condition]),
-                meteor=meteor,
-                **scoring,
-            )
-            delta = metric_delta(card["metrics"], control_card["metrics"])
-            card["image_control"] = {
-                "condition": condition,
-                "predictions": str(outputs[condition]),
-                "metrics": control_card["metrics"],
-                "counts": control_card["counts"],
-                "delta": delta,
-            }
-            report.append(format_delta(condition, card["metrics"], control_card["metrics"], delta))
-    atomic_write_json(scores_path(predictions), card)
-    print("\n".join(report))
-    print(f"predictions: {outputs['none']}\nscores: {scores_path(predictions)}")
-    return card
-
-
-def main(argv: Sequence[str] | None = None, *, require_adapter: bool = False) -> dict:
-    """The command line of eval/llava.py (require_adapter=False) and eval/llava_lora.py (True)."""
-    from transformers import HfArgumentParser
-
-    from .cli import exits_on_input_error
-
-    parser = HfArgumentParser(EvalConfig)
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
-    if require_adapter and not config.lora_path:
-        parser.error("--lora_path is required (the adapter folder, e.g. LoRA_Weight)")
-    return exits_on_input_error(evaluate)(config)

@@ -60,13 +60,8 @@ from rrg import train as T  # noqa: E402
 from rrg.attention import ATTENTION  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
-from rrg.generate import (  # noqa: E402
-    EvalConfig,
-    GenerationSettings,
-    encode_batch,
-    generate_predictions,
-    study_loader,
-)
+from rrg.evaluate import EvalConfig  # noqa: E402
+from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
 from rrg.io import atomic_write_json  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
 from rrg.model import load_base_model, load_processor  # noqa: E402

@@ -1,4 +1,4 @@
-"""Batched generation, image controls, and the eval scripts end to end on the tiny model (CPU)."""
+"""Batched generation (rrg.generate), image controls and the eval run (rrg.evaluate) on the tiny model (CPU)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,9 @@ import torch
 from PIL import Image
 from transformers import LlavaForConditionalGeneration
 
-from rrg import generate
-from rrg.generate import (
-    GenerationSettings,
-    blank_like,
-    encode_batch,
-    generate_batch,
-    shuffled_images,
-    study_derangement,
-)
+from rrg import evaluate, generate
+from rrg.evaluate import shuffled_images, study_derangement
+from rrg.generate import GenerationSettings, blank_like, encode_batch, generate_batch
 from rrg.io import read_jsonl
 from rrg.processor import ImageTokenError, load_processor
 from rrg.prompts import render_prompt
@@ -164,9 +158,9 @@ def test_run_ahead_prepares_the_next_batch_while_this_one_is_used():
 def test_out_of_memory_reduces_the_batch_and_loses_nothing(split, tiny, tmp_path, monkeypatch, capsys):
     model, processor = tiny
     json_file, image_dir = split
-    entries = generate.load_entries(json_file)
+    entries = evaluate.load_entries(json_file)
     items = [(e, e.images) for e in entries]
-    paths = generate.resolve_all_images(entries, image_dir)
+    paths = evaluate.resolve_all_images(entries, image_dir)
     sizes = []
     real = generate.generate_from_inputs
 
@@ -323,7 +317,7 @@ def test_missing_image_exits_before_model_loading(split, tiny_model_dir, tmp_pat
     def must_not_load(config):
         raise AssertionError("the model was loaded before the images were checked")
 
-    monkeypatch.setattr(generate, "load_for_eval", must_not_load)
+    monkeypatch.setattr(evaluate, "load_for_eval", must_not_load)
     with pytest.raises(SystemExit) as exit_info:
         load_script("llava").main(eval_args(json_file, image_dir, tiny_model_dir, tmp_path / "p.jsonl"))
     assert exit_info.value.code == 1
