@@ -3,9 +3,13 @@
     python eval/llava.py --json_file data/test_report.json [--image_control blank] [--limit 20]
 
 Writes results/zero_shot-<json stem>/predictions.jsonl (one line per entry, appended as produced;
---resume continues a killed run) and scores.json beside it. All flags: --help.
+--resume continues a killed run) and scores.json beside it. All flags: --help. On several GPUs, each
+generating its share into one predictions file:
+
+    accelerate launch --num_processes 4 eval/llava.py --json_file data/test_report.json
 """
 
+from rrg.evaluate import close_processes
 from rrg.evaluate import main as run_eval
 
 
@@ -15,3 +19,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    close_processes()

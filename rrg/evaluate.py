@@ -5,6 +5,10 @@ with rrg.generate (appending, so a killed run continues with --resume; a line ma
 settings is an error, never a mix), repeats it under an image control when asked (a blank image, or
 another study's image) and scores both with rrg.metrics, writing scores.json beside the predictions
 with the real - control difference for every metric.
+
+Under `accelerate launch --num_processes N` the pending entries are split between the processes, each
+generating on its own GPU into its own part file; the main process merges them into the one predictions
+file (rrg.shards), scores and prints. Plain `python` is one such process writing the file itself.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import torch
 from .entries import Entry, load_entries, resolve_image
 from .generate import GenerationSettings, generate_predictions
 from .io import InputError, atomic_write_json, iter_jsonl
+from .lock import output_lock
+from .shards import merge_parts, output_of, part_paths
 
 DEFAULT_MODEL = "microsoft/llava-med-v1.5-mistral-7b"
 DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
@@ -195,17 +201,52 @@ def done_ids(path: Path, identity: dict[str, Any]) -> set[str]:
     return ids
 
 
+def gather_earlier_lines(
+    path: Path, entries: Sequence[Entry], identity: dict[str, Any], resume: bool
+) -> None:
+    """Main process, before generating: fold a killed run's part files into `path`, so that every process
+    reads what is done from that one file. Without --resume any earlier line is refused; with it, every
+    line must have been made with this run's settings (done_ids)."""
+    for source in [path, *part_paths(path)]:
+        if not resume and source.exists() and source.stat().st_size > 0:
+            raise InputError(
+                f"{source} exists and is not empty: pass --resume to continue it or choose another --out"
+            )
+        drop_partial_last_line(source)
+        done_ids(source, identity)
+    merge_parts(path, [e.id for e in entries])
+
+
+def process_state():
+    """This process's place among those `accelerate launch` started (one process under plain python).
+
+    Without a GPU, or with `accelerate launch --cpu`, the processes talk through gloo: PartialState
+    needs to be told, or it would take each of them for a lone process.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def close_processes() -> None:
+    """At the end of a script: release the process group accelerate launch made (NCCL warns at exit
+    otherwise). Not inside evaluate(), so that one process may run several evaluations."""
+    process_state().destroy_process_group()
+
+
 def load_for_eval(config: EvalConfig):
-    """(model, processor) on the GPU when there is one, ready for generation."""
+    """(model, processor) on this process's GPU when there is one, ready for generation."""
     from .model import load_model
 
-    cuda = torch.cuda.is_available()
+    state = process_state()
+    cuda = state.device.type == "cuda"
     model, processor = load_model(
         config.model_path,
         config.lora_path,
         merge=bool(config.lora_path) and not config.load_in_4bit,  # merged LoRA generates faster
         load_in_4bit=config.load_in_4bit,
-        device_map={"": 0} if cuda else None,
+        device_map={"": state.local_process_index} if cuda else None,
     )
     return model.eval(), processor
 
@@ -246,44 +287,72 @@ def _records_for(path: Path, entries: Sequence[Entry]) -> list[dict]:
 
 
 def evaluate(config: EvalConfig) -> dict:
-    """Generate (resumably), score, write scores.json beside the predictions, print the card."""
+    """Generate (resumably), score, write scores.json beside the predictions, print the card.
+
+    Under several processes every one generates its share; only the main process takes the folder's
+    lock, merges, scores, writes and prints, and returns the card (the others return {}).
+    """
+    state = process_state()
     entries = load_entries(config.json_file)
     if config.limit is not None:
         entries = entries[: config.limit]
     if not entries:
         raise InputError(f"{config.json_file}: no entries to evaluate")
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
-    from .metrics import MeteorScorer, format_card, score_records  # fails here, not after hours of generation
+    from . import metrics  # noqa: F401  (fails here, not after hours of generation)
 
     predictions = config.predictions_path()
     conditions = ["none"] if config.image_control == "none" else ["none", config.image_control]
     outputs = {c: control_path(predictions, c) for c in conditions}
-    for path in outputs.values():
-        if not config.resume and path.exists() and path.stat().st_size > 0:
-            raise InputError(
-                f"{path} exists and is not empty: pass --resume to continue it or choose another --out"
-            )
+    is_main = state.is_main_process
+    with output_lock(predictions.parent, "eval") if is_main else contextlib.nullcontext():
+        if is_main:
+            for condition, path in outputs.items():
+                gather_earlier_lines(path, entries, _run_identity(config, condition), config.resume)
+        state.wait_for_everyone()  # the others read the merged files only
+        generate_share(config, state, entries, paths, outputs)
+        state.wait_for_everyone()  # every part complete
+        if not is_main:
+            return {}
+        for path in outputs.values():
+            merge_parts(path, [e.id for e in entries])
+        return score_run(config, entries, outputs)
 
-    pending: dict[str, list[tuple[Entry, list[str]]]] = {}
+
+def generate_share(
+    config: EvalConfig, state, entries: Sequence[Entry], paths: dict[str, Path], outputs: dict[str, Path]
+) -> None:
+    """Generate this process's contiguous share of the (condition, entry) pairs without a line yet."""
+    work: list[tuple[str, tuple[Entry, list[str]]]] = []
     for condition, path in outputs.items():
-        drop_partial_last_line(path)
         done = done_ids(path, _run_identity(config, condition))
         names = shuffled_images(entries, config.seed) if condition == "shuffle" else None
-        pending[condition] = [(e, names[e.id] if names else e.images) for e in entries if e.id not in done]
-
-    if any(pending.values()):
+        work += [(condition, (e, names[e.id] if names else e.images)) for e in entries if e.id not in done]
+    if state.num_processes > 1 and work:
+        state.print(f"{len(work)} reports to generate, split between {state.num_processes} processes")
+    with state.split_between_processes(work) as share:
+        if not share:
+            return
         from transformers import set_seed
 
         model, processor = load_for_eval(config)
         settings = config.settings()
-        for condition, items in pending.items():
+        for condition, path in outputs.items():
+            items = [item for c, item in share if c == condition]
             if items:
                 set_seed(config.seed)
                 generate_predictions(
-                    model, processor, items, paths, outputs[condition],
+                    model, processor, items, paths, output_of(path, state.process_index, state.num_processes),
                     _run_identity(config, condition), settings, config.num_workers,
+                    progress=state.is_main_process,
                 )  # fmt: skip
 
+
+def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, Path]) -> dict:
+    """Score the predictions (and the image control's), write scores.json, print the card."""
+    from .metrics import MeteorScorer, format_card, score_records
+
+    predictions = outputs["none"]
     scoring = {"bootstrap": config.bootstrap, "seed": config.seed, "legacy": config.legacy}
     # Two conditions share one METEOR JVM; a single one lets score_records start its own.
     shared_jvm = MeteorScorer() if config.image_control != "none" else contextlib.nullcontext()

@@ -288,8 +288,11 @@ def generate_predictions(
     identity: dict[str, Any],
     settings: GenerationSettings,
     num_workers: int = 0,
+    progress: bool = True,
 ) -> None:
     """Generate for each (entry, image names) and append one line per entry to `out` as it finishes.
+
+    `progress=False` hides the progress bar (processes other than the main one under accelerate launch).
 
     Out of GPU memory, the batch size is reduced (accelerate's find_executable_batch_size) and the
     run goes on from the first entry without a line, with a warning.
@@ -339,5 +342,6 @@ def generate_predictions(
             done += len(batch)
             bar.update(len(batch))
 
-    with tqdm(total=len(items), desc=f"generate ({identity['image_control']})", unit="report") as bar:
+    desc = f"generate ({identity['image_control']})"
+    with tqdm(total=len(items), desc=desc, unit="report", disable=not progress) as bar:
         generate_rest()
