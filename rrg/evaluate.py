@@ -19,7 +19,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -28,6 +28,9 @@ from .generate import GenerationSettings, generate_predictions
 from .io import InputError, atomic_write_json, iter_jsonl
 from .lock import output_lock
 from .shards import merge_parts, output_of, part_paths
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
 
 DEFAULT_MODEL = "microsoft/llava-med-v1.5-mistral-7b"
 DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
@@ -217,7 +220,7 @@ def gather_earlier_lines(
     merge_parts(path, [e.id for e in entries])
 
 
-def process_state():
+def process_state() -> PartialState:
     """This process's place among those `accelerate launch` started (one process under plain python).
 
     Without a GPU, or with `accelerate launch --cpu`, the processes talk through gloo: PartialState
@@ -320,7 +323,11 @@ def evaluate(config: EvalConfig) -> dict:
 
 
 def generate_share(
-    config: EvalConfig, state, entries: Sequence[Entry], paths: dict[str, Path], outputs: dict[str, Path]
+    config: EvalConfig,
+    state: PartialState,
+    entries: Sequence[Entry],
+    paths: dict[str, Path],
+    outputs: dict[str, Path],
 ) -> None:
     """Generate this process's contiguous share of the (condition, entry) pairs without a line yet."""
     work: list[tuple[str, tuple[Entry, list[str]]]] = []
