@@ -108,6 +108,13 @@ class EvalConfig:
         default=False, metadata={"help": "also score with the reference paper's metric code"}
     )
     num_workers: int = field(default=4, metadata={"help": "image-loading workers (0: in the main process)"})
+    score: bool = field(
+        default=True,
+        metadata={
+            "help": "score the predictions when generated (--no_score: generate only, e.g. on a GPU machine "
+            "without Java; score later with eval/score.py)"
+        },
+    )
     cache_implementation: str | None = field(
         default=None,
         metadata={"help": "KV cache: dynamic (default; rrg.kv_cache) or 'static' (compiled decode steps)"},
@@ -302,7 +309,8 @@ def evaluate(config: EvalConfig) -> dict:
     if not entries:
         raise InputError(f"{config.json_file}: no entries to evaluate")
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
-    from . import metrics  # noqa: F401  (fails here, not after hours of generation)
+    if config.score:
+        from . import metrics  # noqa: F401  (fails here, not after hours of generation)
 
     predictions = config.predictions_path()
     conditions = ["none"] if config.image_control == "none" else ["none", config.image_control]
@@ -319,6 +327,9 @@ def evaluate(config: EvalConfig) -> dict:
             return {}
         for path in outputs.values():
             merge_parts(path, [e.id for e in entries])
+        if not config.score:
+            print("predictions: " + ", ".join(map(str, outputs.values())) + " (not scored: --no_score)")
+            return {}
         return score_run(config, entries, outputs)
 
 

@@ -375,3 +375,19 @@ def test_lora_script_needs_and_records_the_adapter(split, tiny_model_dir, tmp_pa
     lines = read_jsonl(out)
     assert [r["adapter"] for r in lines] == [str(tmp_path / "adapter")] * 2
     assert (out.parent / "scores.json").exists()
+
+
+def test_no_score_generates_every_line_and_leaves_scoring_out(split, tiny_model_dir, tmp_path, monkeypatch):
+    import rrg.metrics
+
+    def must_not_score(*args, **kwargs):
+        raise AssertionError("--no_score scored")
+
+    monkeypatch.setattr(rrg.metrics, "score_records", must_not_score)
+    json_file, image_dir = split
+    out = tmp_path / "p.jsonl"
+    card = load_script("llava").main(eval_args(json_file, image_dir, tiny_model_dir, out, "--no_score"))
+    assert card == {}
+    ids = [r["id"] for r in read_jsonl(out)]
+    assert ids == [json.loads(line)["id"] for line in json_file.read_text().splitlines()]
+    assert not (tmp_path / "p.scores.json").exists()
