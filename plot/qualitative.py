@@ -72,7 +72,7 @@ def _width(text: str, weight: str = "normal", style: str = "normal") -> float:
     return _measure.get_text_width_height_descent(text, prop, ismath=False)[0]
 
 
-SPACE = 1.2 * (_width("x x") - 2 * _width("x"))  # a little wider: rendered glyphs are hinted
+SPACE = _width("x x") - 2 * _width("x")
 
 
 def coloured_words(part: dict, hits: list[int]) -> list[Word]:
@@ -132,7 +132,16 @@ def draw_row(fig, spec, case: dict, blocks: list[tuple[str, list]], width: float
     if image and image["path"]:
         with Image.open(image["path"]) as pixels:
             image_ax.imshow(pixels.convert("L"), cmap="gray")
-        image_ax.set_title(image["view"] or image["name"], fontsize=7, color=LABEL)
+        image_ax.text(
+            0.03,
+            0.97,
+            image["view"] or image["name"],
+            transform=image_ax.transAxes,
+            fontsize=7,
+            color="white",
+            va="top",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "lw": 0},
+        )
     else:
         image_ax.text(0.5, 0.5, "image not found", ha="center", va="center", color="#a00", fontsize=8)
     text_ax = fig.add_subplot(spec[1])
@@ -198,7 +207,9 @@ def _save(fig, out: Path, dpi: int) -> list[Path]:
     written = []
     for path in (out.with_suffix(".png"), out.with_suffix(".pdf")):
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=dpi)
+        # Unhinted glyphs: the words sit where their measured (unhinted) widths put them, at any dpi.
+        with matplotlib.rc_context({"text.hinting": "no_hinting", "text.hinting_factor": 1}):
+            fig.savefig(tmp, dpi=dpi)
         tmp.replace(path)
         written.append(path)
     plt.close(fig)

@@ -162,7 +162,13 @@ def main() -> None:
         help="the shared data folder (default: $RRG_SHARED_DATA or ../shared/data)",
     )
     args = parser.parse_args()
-    results = {"studies": args.studies, "machine": os.uname().nodename, "cpus": os.cpu_count(), "pages": {}}
+    # The load average says how busy the machine was: timings on a shared box vary with it.
+    results = {
+        "studies": args.studies,
+        "cpus": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+        "pages": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         run, other, images = write_synthetic_runs(Path(tmp), args.shared_data, args.studies, args.seed)
         for label, runs in (("one run + blank control", [run]), ("two runs side by side", [run, other])):
@@ -189,6 +195,11 @@ def main() -> None:
             print(
                 f"  studies rendered at first: {loads[0]['shown_first']}, after 'show more': {loads[0]['shown_all']}"
             )
+    results["load_average_after"] = os.getloadavg()
+    print(
+        f"\n{os.cpu_count()} CPUs, load average before/after: {results['load_average_before'][0]:.1f}/"
+        f"{results['load_average_after'][0]:.1f}"
+    )
     if args.json:
         atomic_write_json(args.json, results)
 
