@@ -21,8 +21,10 @@ INSTALL_HINT = "install them with: apt-get install chromium chromium-driver; and
 
 def find_chromium() -> tuple[str, str]:
     """(browser, driver) executables, or InputError saying what is missing and how to install it."""
-    browser = os.environ.get("CHROMIUM") or next(filter(None, map(shutil.which, BROWSERS)), None)
-    driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
+    browser = shutil.which(os.environ.get("CHROMIUM", "")) or next(
+        filter(None, map(shutil.which, BROWSERS)), None
+    )
+    driver = shutil.which(os.environ.get("CHROMEDRIVER", "chromedriver"))
     missing = [name for name, path in (("chromium", browser), ("chromedriver", driver)) if not path]
     try:
         import selenium  # noqa: F401
