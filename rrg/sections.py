@@ -36,26 +36,37 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def section_pieces(text: str) -> list[tuple[str | None, str]]:
+    """The report cut at its headings: (None, text before the first heading), then (section, its text)
+    per heading in order of appearance, section being "findings" or "impression"; heading words dropped.
+
+    Joined with spaces, the pieces are the report's `body` (what the browser highlights word by word).
+    """
+    matches = list(_HEADING.finditer(text))
+    pieces: list[tuple[str | None, str]] = [(None, text[: matches[0].start()] if matches else text)]
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        name = (match.group("name") or match.group("caps")).lower()
+        pieces.append(("findings" if name.startswith("finding") else "impression", text[match.end() : end]))
+    return pieces
+
+
 def parse_sections(text: str) -> Sections:
     """Find the Findings and Impression sections of a report (see the module docstring for the rules).
 
     A section named twice is the two bodies joined. Text before the first heading belongs to no
     section but stays in `body`.
     """
-    matches = list(_HEADING.finditer(text))
+    pieces = section_pieces(text)
     parts: dict[str, list[str]] = {}
-    pieces = [text[: matches[0].start()]] if matches else [text]
-    for i, match in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        content = text[match.end() : end]
-        name = (match.group("name") or match.group("caps")).lower()
-        key = "findings" if name.startswith("finding") else "impression"
+    for key, content in pieces[1:]:
         parts.setdefault(key, []).append(_squash(content))
-        pieces.append(content)
 
     def section(key: str) -> str | None:
         return " ".join(p for p in parts[key] if p) if key in parts else None
 
     return Sections(
-        findings=section("findings"), impression=section("impression"), body=_squash(" ".join(pieces))
+        findings=section("findings"),
+        impression=section("impression"),
+        body=_squash(" ".join(content for _, content in pieces)),
     )

@@ -2,7 +2,7 @@
 # The whole pipeline end to end on CPU, no network, a few minutes: a small IU-X-Ray-shaped sample and a
 # tiny random LLaVA-Med (original format, converted on the fly) through the real commands:
 #   download --from-dir -> report2json -> train_lora (a few steps, resumed once) -> eval with the adapter
-#   (+ blank-image control) -> score -> tables and figures.
+#   (+ blank-image control) -> score -> tables and figures -> case browser and qualitative figure.
 # Usage: bash scripts/smoke.sh [OUT_DIR]   (default smoke_out/; needs the shared data: $RRG_SHARED_DATA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +46,17 @@ python plot/training_curves.py "$OUT/lora" --out "$OUT/figures/training_curves.p
 python plot/metrics.py "$OUT/eval/scores.json" --out "$OUT/figures/metrics.png"
 python plot/dataset.py --data_dir "$OUT/data" --out "$OUT/figures/dataset.png"
 
+step "case browser and qualitative figure"
+CASES=("$OUT/eval" --image_dir "$IMAGES" --entries "$OUT/data/test_report.json")
+SHOT=()
+if command -v chromedriver >/dev/null 2>&1; then
+  SHOT=(--screenshot "$OUT/figures/browse.png")
+else
+  echo "no chromedriver: the page is built, its screenshot skipped (apt-get install chromium chromium-driver)"
+fi
+python plot/browse.py "${CASES[@]}" --names "smoke (tiny random model)" --out "$OUT/browse/index.html" "${SHOT[@]}"
+python plot/qualitative.py "${CASES[@]}" --name "smoke (tiny random model)" --out "$OUT/figures/qualitative.png"
+
 step "outputs ($((SECONDS - START)) s)"
 cat <<DONE
   splits:        $OUT/data/{train,val,test}_report.json, leak audit $OUT/data/leak_audit.json
@@ -54,4 +65,5 @@ cat <<DONE
   scores:        $OUT/eval/scores.json
   table:         $OUT/table/table.md, $OUT/table/table.png
   figures:       $OUT/figures/{training_curves,metrics,dataset}.png
+  cases:         $OUT/browse/index.html, $OUT/figures/qualitative.{png,pdf} (screenshot $OUT/figures/browse.png)
 DONE
