@@ -366,7 +366,6 @@ def _negation_termset() -> dict[str, list[str]]:
                 "no new",
                 "not well",  # "not well seen/visualized": uncertain
                 "not clearly",
-                "normal limits",  # one cue, not two
             ],
             "termination": [
                 "otherwise",  # "atelectasis, otherwise normal"

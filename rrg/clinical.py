@@ -35,6 +35,7 @@ SUMMARY_KEYS = (
 )  # fmt: skip
 F1_KEYS = SUMMARY_KEYS[:4]
 REQUIREMENTS_FILE = "requirements-clinical.txt"
+BACKEND_PACKAGES = {"offline": ("spacy", "negspacy"), "chexbert": ("f1chexbert",), "none": ()}
 
 
 class BackendUnavailable(InputError):
@@ -228,10 +229,12 @@ def labels_for(texts: Sequence[str], labeler: str) -> list[Labels]:
 # The card's "clinical" block
 
 
-def check_backends(labeler: str, radgraph: bool) -> None:
+def check_backends(labeler: str, radgraph: bool, uncertain: str = "positive") -> None:
     """Fail before the slow scoring when a chosen optional backend's package is missing."""
     if labeler not in LABELERS:
         raise InputError(f"unknown labeler {labeler!r} (expected one of {LABELERS})")
+    if uncertain not in UNCERTAIN_AS:
+        raise InputError(f"uncertain must be one of {UNCERTAIN_AS}, got {uncertain!r}")
     for wanted, package, flag in (
         (labeler == "chexbert", "f1chexbert", "--labeler chexbert"),
         (radgraph, "radgraph", "--radgraph"),
@@ -251,10 +254,10 @@ def clinical_scores(
 ) -> dict:
     """The card's "clinical" block for one prediction and one reference text per study (README lists
     its keys). weights: the n-gram metrics' study resample weights (B, N), or None for no intervals."""
-    check_backends(labeler, radgraph)
+    check_backends(labeler, radgraph, uncertain)
     block: dict = {
         "labeler": labeler,
-        "labeler_version": _version("rrg") if labeler == "offline" else _version("f1chexbert"),
+        "versions": {p: _version(p) for p in BACKEND_PACKAGES[labeler] + (("radgraph",) if radgraph else ())},
         "uncertain": uncertain,
         "studies": len(predictions),
     }
@@ -265,6 +268,17 @@ def clinical_scores(
     if radgraph:
         block["radgraph"] = radgraph_f1(predictions, references, weights)
     return block
+
+
+def delta_table(card: dict) -> dict[str, dict[str, float]]:
+    """{"clinical": {F1 summary keys and RadGraph scores}} of a card, for the image-control delta;
+    {} when the card has no clinical block."""
+    block = card.get("clinical")
+    if not block:
+        return {}
+    table = {k: block["summary"][k] for k in F1_KEYS} if "summary" in block else {}
+    table.update(block.get("radgraph", {}).get("scores", {}))
+    return {"clinical": table} if table else {}
 
 
 def format_clinical(block: dict) -> str:
@@ -285,7 +299,11 @@ def format_clinical(block: dict) -> str:
         per = block["per_observation"]
         lines.append(
             "  F1 per observation: "
-            + ", ".join(f"{o} {v['f1']:.2f} ({v['tp']}/{v['fp']}/{v['fn']})" for o, v in per.items())
+            + ", ".join(
+                f"{o} {v['f1']:.2f} ({v['tp']}/{v['fp']}/{v['fn']})"
+                for o, v in per.items()
+                if v["tp"] + v["fp"] + v["fn"]  # observations neither side has are left out here
+            )
             + "  (tp/fp/fn)"
         )
     if "radgraph" in block:
