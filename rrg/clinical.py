@@ -16,6 +16,7 @@ resample are weighted sums of per-study indicators, so every resample is exact.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 from collections.abc import Sequence
 from typing import Literal
@@ -239,8 +240,11 @@ def check_backends(labeler: str, radgraph: bool, uncertain: str = "positive") ->
         (labeler == "chexbert", "f1chexbert", "--labeler chexbert"),
         (radgraph, "radgraph", "--radgraph"),
     ):
-        if wanted and _version(package) is None:
-            raise _missing_package(package, flag)
+        if wanted:
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                raise _missing_package(package, flag) from None
 
 
 def clinical_scores(

@@ -35,7 +35,11 @@ def labels(text: str) -> dict:
     [
         ("No pleural effusion.", "Pleural Effusion", NEGATIVE),
         ("There is no pneumothorax or pleural effusion.", "Pneumothorax", NEGATIVE),
-        ("Lungs are clear without focal consolidation, effusion, or pneumothorax.", "Pleural Effusion", NEGATIVE),
+        (
+            "Lungs are clear without focal consolidation, effusion, or pneumothorax.",
+            "Pleural Effusion",
+            NEGATIVE,
+        ),
         ("Negative for pneumothorax.", "Pneumothorax", NEGATIVE),
         ("Small left pleural effusion.", "Pleural Effusion", POSITIVE),
         ("May represent atelectasis.", "Atelectasis", UNCERTAIN),
@@ -201,7 +205,9 @@ def test_committed_validation_hangs_together():
     assert counts["validated"] == counts["reports"] - counts["no_text"] - counts["not_annotated"]
     for key in ("tp", "fp", "fn"):
         assert sum(v[key] for v in per.values()) == micro[key]
-    assert micro["f1"] == pytest.approx(2 * micro["tp"] / (2 * micro["tp"] + micro["fp"] + micro["fn"]), abs=1e-4)
+    assert micro["f1"] == pytest.approx(
+        2 * micro["tp"] / (2 * micro["tp"] + micro["fp"] + micro["fn"]), abs=1e-4
+    )
     assert result["bar"]["micro_f1_met"] == (micro["f1"] >= 0.85)
 
 
@@ -220,7 +226,9 @@ def test_validation_script_counts_by_hand(tmp_path, capsys):
     ]
     table = pd.DataFrame(rows, columns=["uid", "MeSH", "findings", "impression"])
     table.to_csv(tmp_path / "indiana_reports.csv", index=False)
-    spec = importlib.util.spec_from_file_location("validate_labeler", REPO / "scripts" / "validate_labeler.py")
+    spec = importlib.util.spec_from_file_location(
+        "validate_labeler", REPO / "scripts" / "validate_labeler.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = module.main(["--data_dir", str(tmp_path), "--out", str(tmp_path / "v.json")])
@@ -228,7 +236,11 @@ def test_validation_script_counts_by_hand(tmp_path, capsys):
     per = out["per_observation"]
     # Reports 1 and 3 are No Finding for the labeler; only report 1 for MeSH.
     assert (per["No Finding"]["tp"], per["No Finding"]["fp"], per["No Finding"]["fn"]) == (1, 1, 0)
-    assert (per["Pleural Effusion"]["tp"], per["Pleural Effusion"]["fp"], per["Pleural Effusion"]["fn"]) == (1, 1, 0)
+    assert (per["Pleural Effusion"]["tp"], per["Pleural Effusion"]["fp"], per["Pleural Effusion"]["fn"]) == (
+        1,
+        1,
+        0,
+    )
     assert (per["Atelectasis"]["tp"], per["Atelectasis"]["fn"]) == (0, 1)
     assert per["Cardiomegaly"]["f1"] == 1.0
     assert out["micro"] == {"precision": 0.6, "recall": 0.75, "f1": 0.6667, "tp": 3, "fp": 2, "fn": 1}
