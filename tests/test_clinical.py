@@ -240,3 +240,81 @@ def test_cli_backend_error_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "requirements-clinical.txt" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables, figures and the card reader
+
+
+def _plot_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"clinical_plot_{name}", REPO / "plot" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _card(path: Path, control: bool = False, clinical: bool = True) -> Path:
+    metrics = {"report": {"BLEU-1": 0.4, "BLEU-4": 0.1, "METEOR": 0.2, "ROUGE-L": 0.3, "CIDEr": 0.5}}
+    card = {"metrics": metrics, "counts": {"lines": 4}, "settings": {"normalize": True}}
+    if clinical:
+        card["clinical"] = {"labeler": "offline", "uncertain": "positive", "studies": 4,
+                            **label_f1(PRED, REF, weights=resample_weights(4, 50, 0))}  # fmt: skip
+    if control:
+        delta = {"report": {"BLEU-4": 0.05}, "clinical": dict.fromkeys(("f1_micro_14", "f1_macro_14"), 0.2)}
+        card["image_control"] = {"condition": "shuffle", "metrics": metrics, "delta": delta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card))
+    return path
+
+
+def test_make_tables_has_the_clinical_columns(tmp_path):
+    card = _card(tmp_path / "results/r2gen/lora/scores.json")
+    out = tmp_path / "table"
+    _plot_script("make_tables").main(["--runs", f"{card}:Ours", "--out", str(out)])
+    md = (out / "table.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Group"))
+    assert header.endswith("| F1-14 micro | F1-5 micro | RadGraph |")
+    ours = next(line for line in md.splitlines() if "| Ours |" in line)
+    assert ours.split(" | ")[-3].startswith("0.600 [") and ours.endswith("| – |")  # F1-14 6/10; no RadGraph
+    assert ours.split(" | ")[-2].startswith("0.571 [")  # F1-5 4/7
+    r2gen = next(line for line in md.splitlines() if "| R2Gen |" in line)
+    assert r2gen.endswith("| – | – | – |")
+
+
+def test_clinical_figure_with_control_delta(tmp_path, capsys):
+    from PIL import Image
+
+    a = _card(tmp_path / "results/a/scores.json", control=True)
+    b = _card(tmp_path / "results/b/scores.json")
+    plot = _plot_script("metrics")
+    plot.main([str(a), str(b), "--out", str(tmp_path / "m.png")])
+    image = Image.open(tmp_path / "m_clinical.png")
+    assert image.format == "PNG" and image.width > 1000
+    assert "m_clinical.png" in capsys.readouterr().out
+
+    no_clinical = _card(tmp_path / "results/c/scores.json", clinical=False)
+    plot.main([str(no_clinical), "--out", str(tmp_path / "c.png")])
+    assert not (tmp_path / "c_clinical.png").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        plot.main(
+            [str(no_clinical), "--out", str(tmp_path / "c.png"), "--clinical_out", str(tmp_path / "x.png")]
+        )
+    assert exit_info.value.code == 1 and "clinical" in capsys.readouterr().err
+
+
+def test_score_card_reads_and_checks_the_clinical_block(tmp_path):
+    from rrg.io import InputError as ReaderError
+    from rrg.results import clinical_value, load_scores
+
+    card = load_scores(_card(tmp_path / "results/a/scores.json"))
+    value, bounds = clinical_value(card, "f1_micro_14")
+    assert value == pytest.approx(0.6) and len(bounds) == 2
+    assert clinical_value(card, "radgraph_partial") == (None, None)
+    bad = json.loads((tmp_path / "results/a/scores.json").read_text())
+    bad["clinical"]["summary"]["f1_micro_5"] = "high"
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ReaderError, match="f1_micro_5"):
+        load_scores(tmp_path / "bad.json")
