@@ -176,7 +176,7 @@ MENTIONS: dict[str, list[str]] = {
         r"elevat\w*",
         r"densit(?:y|ies)",
         r"eventration",
-        r"scolio\w*",
+        r"\w*scolio\w*",  # levo- and dextroscoliosis too
         r"degenera\w*",
         r"calcifi\w*",
         r"hyperinflat\w*",
