@@ -25,6 +25,9 @@ class ScoreConfig:
     per_image: bool = False  # score every line, as the reference did, instead of one line per study
     bootstrap: int = 0  # resamples for 95% confidence intervals (0: none)
     seed: int = 0
+    labeler: str = "offline"  # CheXpert-14 labels for the clinical block: offline | chexbert | none
+    uncertain: str = "positive"  # an uncertain label counts as positive (f1chexbert) or negative
+    radgraph: bool = False  # also RadGraph-F1 (the radgraph package; downloads its model on first use)
 
 
 def parse_args(argv: list[str] | None = None) -> ScoreConfig:
@@ -38,6 +41,22 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
     parser.add_argument("--per_image", action="store_true", help="score every line, not each study once")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="95%% CIs from N resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument(
+        "--labeler",
+        choices=("offline", "chexbert", "none"),
+        default="offline",
+        help="CheXpert-14 labeler of the clinical block: offline (rule-based, no download; default), "
+        "chexbert (f1chexbert package, downloads weights) or none (no clinical block)",
+    )
+    parser.add_argument(
+        "--uncertain",
+        choices=("positive", "negative"),
+        default="positive",
+        help="how an uncertain label counts in clinical F1 (default: positive, as f1chexbert does)",
+    )
+    parser.add_argument(
+        "--radgraph", action="store_true", help="add RadGraph-F1 (radgraph package; downloads its model)"
+    )
     config = ScoreConfig(**vars(parser.parse_args(argv)))
     if config.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")
@@ -56,6 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
         seed=config.seed,
         legacy=config.legacy,
         source=str(config.predictions),
+        labeler=config.labeler,
+        uncertain=config.uncertain,
+        radgraph=config.radgraph,
     )
     out = config.out or config.predictions.with_suffix(".scores.json")
     atomic_write_json(out, card)

@@ -31,6 +31,7 @@ from rrg.results import (
     LEGACY_TOOLING,
     STANDARD_METRICS,
     ScoreCard,
+    clinical_value,
     format_value,
     infer_split_label,
     legacy_sections,
@@ -42,6 +43,8 @@ from rrg.results import (
 )
 
 INFO_COLUMNS = ["Model", "Split", "Tooling", "Section"]
+# Clinical columns: the card's "clinical" block (rrg.clinical); RadGraph is its partial reward.
+CLINICAL_COLUMNS = {"F1-14 micro": "f1_micro_14", "F1-5 micro": "f1_micro_5", "RadGraph": "radgraph_partial"}
 UNVERIFIED_MARK = "†"
 GROUP_TITLES = {"ours": "ours", "reference": "reference paper", "literature": "literature"}
 NOTE = (
@@ -49,7 +52,9 @@ NOTE = (
     "(coco-caption), METEOR 1.5 jar, ROUGE-L, CIDEr-D over the whole test set; 'nltk sentence-level (legacy)' "
     "= the reference paper's code (nltk sentence-BLEU averaged per sample, nltk METEOR), which scores higher "
     "on the same predictions. '–' = not reported. † = published numbers not all confirmed against a source "
-    "(see plot/literature.json)."
+    "(see plot/literature.json). F1-14 / F1-5 micro: CheXpert-label F1 (positive vs rest) over the 14 / 5 "
+    "observations from the labeler the card names (clinical.labeler: 'offline' = this repository's rule-based "
+    "CheXpert labeler, not the CheXbert-F1 of papers); RadGraph: RadGraph-F1 (partial reward) where computed."
 )
 
 
@@ -95,6 +100,18 @@ def _metric_cells(metrics: dict, ci95: dict | None = None) -> dict[str, str]:
     return cells
 
 
+def _clinical_cells(card: ScoreCard | None, with_ci: bool = True) -> dict[str, str]:
+    """The clinical columns of a card ('–' where it has no clinical block or no RadGraph)."""
+    cells = {}
+    for column, key in CLINICAL_COLUMNS.items():
+        value, bounds = clinical_value(card, key) if card is not None else (None, None)
+        text = format_value(value)
+        if with_ci and bounds and text != "–":
+            text += f" [{format_value(bounds[0])}, {format_value(bounds[1])}]"
+        cells[column] = text
+    return cells
+
+
 def rows_for_card(card: ScoreCard, spec: RunSpec, config: TableConfig) -> list[dict]:
     if config.section not in card.metrics:
         raise InputError(
@@ -110,6 +127,7 @@ def rows_for_card(card: ScoreCard, spec: RunSpec, config: TableConfig) -> list[d
             "Tooling": tooling_label(card),
             "Section": config.section,
             **_metric_cells(card.metrics[config.section], ci),
+            **_clinical_cells(card, config.with_ci),
             "Source": str(card.path),
         }
     ]
@@ -127,6 +145,7 @@ def rows_for_card(card: ScoreCard, spec: RunSpec, config: TableConfig) -> list[d
                 "Tooling": LEGACY_TOOLING,
                 "Section": config.legacy_section,
                 **_metric_cells(legacy[config.legacy_section]),
+                **_clinical_cells(None),
                 "Source": str(card.path),
             }
         )
@@ -148,6 +167,7 @@ def literature_rows(rows: list[dict]) -> list[dict]:
                 "Tooling": row["tooling"],
                 "Section": row["section"],
                 **_metric_cells(row["metrics"]),
+                **_clinical_cells(None),
                 "Source": citation,
             }
         )
@@ -163,7 +183,7 @@ def build_table(specs: list[RunSpec], config: TableConfig) -> pd.DataFrame:
     # Reference paper before the literature: it is the row our legacy rows are meant to be read against.
     published.sort(key=lambda r: r["group"] != "reference")
     rows.extend(literature_rows(published))
-    columns = ["Group", *INFO_COLUMNS, *STANDARD_METRICS, "Source"]
+    columns = ["Group", *INFO_COLUMNS, *STANDARD_METRICS, *CLINICAL_COLUMNS, "Source"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -181,7 +201,7 @@ def render_png(table: pd.DataFrame, path: Path) -> None:
     """A matplotlib table sized to its content, rows shaded by group, with the comparability note."""
     shown = table.drop(columns=["Source"]).assign(Group=table["Group"].map(GROUP_TITLES))
     # Intervals make cells too wide for a figure; the Markdown keeps them.
-    for name in STANDARD_METRICS:
+    for name in [*STANDARD_METRICS, *CLINICAL_COLUMNS]:
         shown[name] = shown[name].str.split(" [", regex=False).str[0]
     n_rows, n_cols = shown.shape
     fig_width = max(

@@ -6,6 +6,10 @@ and (when a card holds an image control) a panel of real-minus-control differenc
 
 The control panel answers "does the model use the image?": a report scored against blank or shuffled
 images should lose points; a difference near zero means the text is written from the prompt alone.
+
+Cards with a "clinical" block (CheXpert-14 label F1, rrg.clinical) also get a second figure,
+--clinical_out (default: <out>_clinical.png): F1 per observation with bootstrap 95% intervals, the
+micro/macro F1 over 14 and 5 observations, and the image-control difference of those F1s.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from rrg.chexpert import OBSERVATIONS
 from rrg.cli import exits_on_input_error
-from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, load_scores, save_figure
+from rrg.clinical import F1_KEYS
+from rrg.io import InputError
+from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, clinical_value, load_scores, save_figure
 
 
 @dataclass
@@ -30,6 +37,7 @@ class MetricsPlotConfig:
     out: str = "metrics.png"
     labels: list[str] | None = None
     sections: list[str] | None = None
+    clinical_out: str | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> MetricsPlotConfig:
@@ -40,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> MetricsPlotConfig:
     parser.add_argument("--labels", nargs="+", help="Legend names, one per card (default: results/<name>).")
     parser.add_argument(
         "--sections", nargs="+", help=f"Sections to show (default: those present of {SECTIONS})."
+    )
+    parser.add_argument(
+        "--clinical_out",
+        help="Output PNG of the clinical F1 figure (default: <out>_clinical.png; written when a card has "
+        "a clinical block).",
     )
     config = MetricsPlotConfig(**vars(parser.parse_args(argv)))
     if config.labels and len(config.labels) != len(config.scores):
@@ -123,12 +136,128 @@ def plot_metrics(
     return save_figure(fig, out, dpi=130)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Clinical figure
+
+
+def _clinical_errors(values: np.ndarray, bounds: list) -> np.ndarray:
+    """(2, n) distances from each value to its [lo, hi] (0 where there is no interval)."""
+    err = np.zeros((2, len(values)))
+    for j, pair in enumerate(bounds):
+        if pair and np.isfinite(values[j]):
+            err[:, j] = [max(0.0, values[j] - pair[0]), max(0.0, pair[1] - values[j])]
+    return err
+
+
+def _bars(
+    ax, names: list[str], values: np.ndarray, errors: np.ndarray | None, labels: list[str], colours=None
+):
+    """Grouped bars: x = names, one bar per series (rows of values); errors (series, 2, name) or None."""
+    width = 0.8 / max(len(labels), 1)
+    x = np.arange(len(names))
+    colours = colours or plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, label in enumerate(labels):
+        offset = (i - (len(labels) - 1) / 2) * width
+        yerr = errors[i] if errors is not None and errors[i].any() else None
+        ax.bar(
+            x + offset, values[i], width, label=label, color=colours[i % len(colours)], yerr=yerr, capsize=2
+        )
+    ax.set_xticks(x, names)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def plot_clinical(cards: list[ScoreCard], out: Path, labels: list[str] | None = None) -> Path:
+    """Per-observation F1 (with intervals), the summary F1s, and their image-control differences."""
+    labels = labels or [card.name for card in cards]
+    pairs = [
+        (c, label) for c, label in zip(cards, labels) if c.clinical and c.clinical.get("per_observation")
+    ]
+    if not pairs:
+        raise InputError(
+            "no card has a clinical block with per-observation scores (scored with --labeler none?)"
+        )
+    controls = [
+        (c, label) for c, label in pairs if "clinical" in ((c.image_control or {}).get("delta") or {})
+    ]
+    mosaic = [["per", "per"], ["summary", "delta" if controls else "summary"]]
+    fig, axes = plt.subplot_mosaic(mosaic, figsize=(15, 9), layout="constrained", height_ratios=[1.2, 1])
+    names = [label for _, label in pairs]
+
+    per_values = np.array([[c.clinical["per_observation"][o]["f1"] for o in OBSERVATIONS] for c, _ in pairs])
+    per_ci = [(c.clinical.get("ci95") or {}).get("per_observation") or {} for c, _ in pairs]
+    per_errors = np.stack(
+        [
+            _clinical_errors(v, [ci.get(o, {}).get("f1") for o in OBSERVATIONS])
+            for v, ci in zip(per_values, per_ci)
+        ]
+    )
+    ax = axes["per"]
+    # Tick labels carry the first card's reference positives (n): an F1 of 0 at n=0 means "nothing to find".
+    first = pairs[0][0].clinical["per_observation"]
+    ticks = [f"{o.replace(' ', chr(10), 1)}\nn={first[o]['tp'] + first[o]['fn']}" for o in OBSERVATIONS]
+    _bars(ax, ticks, per_values, per_errors, names)
+    width = 0.8 / len(pairs)
+    for i, (card, _) in enumerate(pairs):  # neither side has the observation: F1 is undefined, shown 0
+        for j, o in enumerate(OBSERVATIONS):
+            v = card.clinical["per_observation"][o]
+            if v["tp"] + v["fp"] + v["fn"] == 0:
+                x = j + (i - (len(pairs) - 1) / 2) * width
+                ax.text(x, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="grey")
+    ax.tick_params(axis="x", labelsize=8)
+    settings = {(c.clinical.get("labeler"), c.clinical.get("uncertain")) for c, _ in pairs}
+    setting = "; ".join(f"labeler {lab}, uncertain = {unc}" for lab, unc in sorted(settings, key=str))
+    has_ci = bool(per_errors.any())
+    ax.set_title(f"CheXpert-14 F1 per observation ({setting}; positive vs rest)" + (
+        "; error bars: bootstrap 95% CI" if has_ci else ""))  # fmt: skip
+    ax.set_ylabel("F1")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+    keys = list(F1_KEYS)
+    values = np.array([[clinical_value(c, k)[0] or 0.0 for k in keys] for c, _ in pairs])
+    errors = np.stack(
+        [_clinical_errors(v, [clinical_value(c, k)[1] for k in keys]) for v, (c, _) in zip(values, pairs)]
+    )
+    ax = axes["summary"]
+    _bars(ax, [k.replace("f1_", "F1 ").replace("_", " ") for k in keys], values, errors, names)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1")
+    ax.set_title("Micro / macro F1 over 14 and over 5 observations")
+
+    if controls:
+        ax = axes["delta"]
+        series = [[c.image_control["delta"]["clinical"].get(k, np.nan) for k in keys] for c, _ in controls]
+        conditions = [
+            f"{label} · {c.image_control.get('condition', 'control')} images" for c, label in controls
+        ]
+        _bars(ax, [k.replace("f1_", "F1 ").replace("_", " ") for k in keys], np.array(series), None, conditions,
+              colours=list(plt.cm.Set2.colors))  # fmt: skip
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel("F1 difference (real − control)")
+        ax.set_title("Image control: clinical F1 with real minus control images")
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle("Clinical efficacy on IU X-Ray (CheXpert-14 labels)", fontsize=12, weight="bold")
+    return save_figure(fig, out, dpi=130)
+
+
+def clinical_path(config: MetricsPlotConfig) -> Path:
+    if config.clinical_out:
+        return Path(config.clinical_out)
+    out = Path(config.out)
+    return out.with_name(f"{out.stem}_clinical{out.suffix or '.png'}")
+
+
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     cards = [load_scores(path) for path in config.scores]
     out = plot_metrics(cards, Path(config.out), config.labels, config.sections)
     print(f"wrote {out}")
+    if any(card.clinical and card.clinical.get("per_observation") for card in cards):
+        print(f"wrote {plot_clinical(cards, clinical_path(config), config.labels)}")
+    elif config.clinical_out:
+        raise InputError("--clinical_out: no card has a clinical block (scored with --labeler none?)")
 
 
 if __name__ == "__main__":

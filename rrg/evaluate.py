@@ -107,6 +107,16 @@ class EvalConfig:
     legacy: bool = field(
         default=False, metadata={"help": "also score with the reference paper's metric code"}
     )
+    labeler: Literal["offline", "chexbert", "none"] = field(
+        default="offline",
+        metadata={
+            "help": "CheXpert-14 labeler of the clinical scores: offline (no download), chexbert, none"
+        },
+    )
+    uncertain: Literal["positive", "negative"] = field(
+        default="positive", metadata={"help": "an uncertain label counts as positive (default) or negative"}
+    )
+    radgraph: bool = field(default=False, metadata={"help": "also RadGraph-F1 (downloads its model)"})
     num_workers: int = field(default=4, metadata={"help": "image-loading workers (0: in the main process)"})
     score: bool = field(
         default=True,
@@ -273,15 +283,24 @@ def metric_delta(real: dict, control: dict) -> dict[str, dict[str, float]]:
 
 
 def format_delta(condition: str, real: dict, control: dict, delta: dict) -> str:
-    """Rows real / control / delta per section, one column per metric."""
-    names = list(dict.fromkeys(name for metrics in delta.values() for name in metrics))
+    """Rows real / control / delta per section, one column per metric; sections with other metrics
+    (the clinical F1s) get a header of their own."""
     lines = [f"image control: {condition} (delta = real - {condition}; near 0 = the image is not used)"]
-    lines.append(f"{'':<20}" + "".join(f"{name:>9}" for name in names))
+    groups: dict[tuple[str, ...], list[str]] = {}
     for section, metrics in delta.items():
-        for label, values in (("real", real[section]), (condition, control[section]), ("delta", metrics)):
-            sign = "+" if label == "delta" else ""
-            cells = "".join(f"{values[name]:>{sign}9.4f}" if name in values else f"{'':>9}" for name in names)
-            lines.append(f"{section + ' ' + label:<20}" + cells)
+        groups.setdefault(tuple(metrics), []).append(section)
+    for names, sections in groups.items():
+        width = max(9, *(len(name) + 1 for name in names))
+        lines.append(f"{'':<20}" + "".join(f"{name:>{width}}" for name in names))
+        for section in sections:
+            metrics = delta[section]
+            for label, values in (("real", real[section]), (condition, control[section]), ("delta", metrics)):
+                sign = "+" if label == "delta" else ""
+                cells = "".join(
+                    f"{values[name]:>{sign}{width}.4f}" if name in values else f"{'':>{width}}"
+                    for name in names
+                )
+                lines.append(f"{section + ' ' + label:<20}" + cells)
     return "\n".join(lines)
 
 
@@ -310,7 +329,7 @@ def evaluate(config: EvalConfig) -> dict:
         raise InputError(f"{config.json_file}: no entries to evaluate")
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
     if config.score:
-        from . import metrics  # noqa: F401  (fails here, not after hours of generation)
+        from . import clinical, metrics  # noqa: F401  (fails here, not after hours of generation)
 
     predictions = config.predictions_path()
     conditions = ["none"] if config.image_control == "none" else ["none", config.image_control]
@@ -368,10 +387,18 @@ def generate_share(
 
 def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, Path]) -> dict:
     """Score the predictions (and the image control's), write scores.json, print the card."""
+    from .clinical import delta_table
     from .metrics import MeteorScorer, format_card, score_records
 
     predictions = outputs["none"]
-    scoring = {"bootstrap": config.bootstrap, "seed": config.seed, "legacy": config.legacy}
+    scoring = {
+        "bootstrap": config.bootstrap,
+        "seed": config.seed,
+        "legacy": config.legacy,
+        "labeler": config.labeler,
+        "uncertain": config.uncertain,
+        "radgraph": config.radgraph,
+    }
     # Two conditions share one METEOR JVM; a single one lets score_records start its own.
     shared_jvm = MeteorScorer() if config.image_control != "none" else contextlib.nullcontext()
     with shared_jvm as meteor:
@@ -393,7 +420,10 @@ def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, P
                 meteor=meteor,
                 **scoring,
             )
-            delta = metric_delta(card["metrics"], control_card["metrics"])
+            # The clinical F1s join the delta as one more "section" (rrg.clinical.delta_table).
+            real_table = {**card["metrics"], **delta_table(card)}
+            control_table = {**control_card["metrics"], **delta_table(control_card)}
+            delta = metric_delta(real_table, control_table)
             card["image_control"] = {
                 "condition": condition,
                 "predictions": str(outputs[condition]),
@@ -401,7 +431,9 @@ def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, P
                 "counts": control_card["counts"],
                 "delta": delta,
             }
-            report.append(format_delta(condition, card["metrics"], control_card["metrics"], delta))
+            if "clinical" in control_card:
+                card["image_control"]["clinical"] = control_card["clinical"]
+            report.append(format_delta(condition, real_table, control_table, delta))
     atomic_write_json(scores_path(predictions), card)
     print("\n".join(report))
     print(f"predictions: {outputs['none']}\nscores: {scores_path(predictions)}")

@@ -507,6 +507,9 @@ def score_records(
     legacy: bool = False,
     source: str = "",
     meteor: MeteorScorer | None = None,
+    labeler: str = "offline",
+    uncertain: str = "positive",
+    radgraph: bool = False,
 ) -> dict:
     """Score generated reports; returns the metric card (see the README for its keys).
 
@@ -514,6 +517,8 @@ def score_records(
     "study_id", "images", "id". Unless per_image, only the first line of each study (file order) is
     scored; the dropped lines are counted. Legacy scoring (the reference paper's code) always runs on
     every line. A running MeteorScorer may be passed to reuse its JVM (it is left open).
+    labeler ("offline", "chexbert" or "none"), uncertain and radgraph choose the "clinical" block
+    (rrg.clinical): CheXpert-14 label F1 of each study's prediction against its first reference.
     """
     for i, record in enumerate(records, start=1):
         _check_record(record, record.get("_where", f"record {i}"))
@@ -523,6 +528,9 @@ def score_records(
         from .legacy_metrics import require_wordnet
 
         require_wordnet()
+    from .clinical import check_backends, clinical_scores
+
+    check_backends(labeler, radgraph, uncertain)  # a missing optional package fails before the slow part
 
     study_ids = [_study_id(r) for r in records]
     kept, seen = [], set()
@@ -590,6 +598,15 @@ def score_records(
 
         result = legacy_scores([_references(r)[0] for r in records], [r["prediction"] for r in records])
         card["legacy"] = {**result, "per_line": True}
+    if labeler != "none" or radgraph:  # the same study resamples as the n-gram intervals
+        card["clinical"] = clinical_scores(
+            [r["prediction"] for r in kept],
+            [_references(r)[0] for r in kept],
+            labeler=labeler,
+            uncertain=uncertain,
+            radgraph=radgraph,
+            weights=resample_weights(len(kept), bootstrap, seed) if bootstrap else None,
+        )
     card["counts"] = {
         "lines": len(records),
         "studies": len(set(study_ids)),
@@ -652,4 +669,8 @@ def format_card(card: dict) -> str:
         for section in ("findings", "impression"):
             lines.append(f"{section:<11}" + "".join(f"{legacy[section][k]:>10.4f}" for k in keys))
         lines.append(f"unparsed predictions: {legacy['unparsed_predictions']}")
+    if "clinical" in card:
+        from .clinical import format_clinical
+
+        lines.append(format_clinical(card["clinical"]))
     return "\n".join(lines)

@@ -76,6 +76,7 @@ class ScoreCard:
     settings: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     image_control: dict[str, Any] | None = None
+    clinical: dict[str, Any] | None = None  # the "clinical" block (rrg.clinical), validated
 
     @property
     def name(self) -> str:
@@ -120,6 +121,10 @@ def load_scores(path: str | os.PathLike) -> ScoreCard:
             raise InputError(f"{path}: field 'image_control' must be an object with a 'delta' field")
         _check_metric_table(path, "image_control.delta", control["delta"])
 
+    clinical = data.get("clinical")
+    if clinical is not None:
+        _check_clinical(path, clinical)
+
     return ScoreCard(
         path=path,
         metrics=metrics,
@@ -128,7 +133,47 @@ def load_scores(path: str | os.PathLike) -> ScoreCard:
         settings=data.get("settings") or {},
         counts=data.get("counts") or {},
         image_control=control,
+        clinical=clinical,
     )
+
+
+def _check_clinical(path: Path, block: Any) -> None:
+    """The parts of a card's "clinical" block that tables and figures read (rrg.clinical writes it)."""
+    if not isinstance(block, dict):
+        raise InputError(f"{path}: field 'clinical' must be an object")
+    tables = {}
+    if "summary" in block:
+        tables["summary"] = block["summary"]
+    if "radgraph" in block:
+        scores = block["radgraph"].get("scores") if isinstance(block["radgraph"], dict) else None
+        tables["radgraph.scores"] = scores
+    for where, table in tables.items():
+        _check_metric_table(path, "clinical", {where: table})
+    per = block.get("per_observation")
+    if per is not None:
+        _check_metric_table(path, "clinical.per_observation", per)
+    for name, bounds in (block.get("ci95") or {}).items():
+        if name == "per_observation":
+            for observation, metrics in bounds.items():
+                for metric, pair in metrics.items():
+                    _check_interval(path, f"clinical.ci95.per_observation.{observation}.{metric}", pair)
+        else:
+            _check_interval(path, f"clinical.ci95.{name}", bounds)
+
+
+def _check_interval(path: Path, where: str, bounds: Any) -> None:
+    if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds)):
+        raise InputError(f"{path}: field '{where}' must be [lo, hi], got {bounds!r}")
+
+
+def clinical_value(card: ScoreCard, key: str) -> tuple[float | None, list[float] | None]:
+    """(value, 95% interval or None) of a clinical summary key ("f1_micro_14", ...) or RadGraph score
+    ("radgraph_partial"); (None, None) when the card does not have it."""
+    block = card.clinical or {}
+    if key.startswith("radgraph_"):
+        radgraph = block.get("radgraph") or {}
+        return (radgraph.get("scores") or {}).get(key), (radgraph.get("ci95") or {}).get(key)
+    return (block.get("summary") or {}).get(key), (block.get("ci95") or {}).get(key)
 
 
 def infer_split_label(card: ScoreCard) -> str:

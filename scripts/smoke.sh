@@ -2,7 +2,8 @@
 # The whole pipeline end to end on CPU, no network, a few minutes: a small IU-X-Ray-shaped sample and a
 # tiny random LLaVA-Med (original format, converted on the fly) through the real commands:
 #   download --from-dir -> report2json -> train_lora (a few steps, resumed once) -> eval with the adapter
-#   (+ blank-image control) -> score -> tables and figures -> case browser and qualitative figure.
+#   (+ blank-image control) -> score (n-gram and clinical) -> labeler validation -> tables and figures
+#   -> case browser and qualitative figure.
 # Usage: bash scripts/smoke.sh [OUT_DIR]   (default smoke_out/; needs the shared data: $RRG_SHARED_DATA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,16 @@ python eval/llava_lora.py --model_path "$MODEL" --lora_path "$OUT/lora/final" \
 step "eval/score.py on the predictions (per study, R2Gen normalisation)"
 python eval/score.py "$OUT/eval/predictions.jsonl" --out "$OUT/eval/scores_rescored.json"
 
+step "clinical scores: the offline CheXpert-14 labeler in scores.json, and its validation against MeSH"
+python - "$OUT/eval/scores.json" <<'PY'
+import json, sys
+card = json.load(open(sys.argv[1]))
+assert "f1_micro_14" in card["clinical"]["summary"] and "ci95" in card["clinical"], "scores.json: no clinical block"
+assert "clinical" in card["image_control"]["delta"], "scores.json: no clinical image-control delta"
+print("clinical:", {k: round(v, 3) for k, v in card["clinical"]["summary"].items() if k.startswith("f1_")})
+PY
+python scripts/validate_labeler.py --data_dir "$OUT/iu_xray" --out "$OUT/labeler_validation.json" --samples 1
+
 step "tables and figures"
 python plot/make_tables.py --runs "$OUT/eval/scores.json:Smoke (tiny random model)" --out "$OUT/table"
 python plot/training_curves.py "$OUT/lora" --out "$OUT/figures/training_curves.png"
@@ -64,6 +75,7 @@ cat <<DONE
   predictions:   $OUT/eval/predictions.jsonl, $OUT/eval/predictions.blank.jsonl
   scores:        $OUT/eval/scores.json
   table:         $OUT/table/table.md, $OUT/table/table.png
-  figures:       $OUT/figures/{training_curves,metrics,dataset}.png
+  figures:       $OUT/figures/{training_curves,metrics,metrics_clinical,dataset}.png
+  labeler check: $OUT/labeler_validation.json
   cases:         $OUT/browse/index.html, $OUT/figures/qualitative.{png,pdf} (screenshot $OUT/figures/browse.png)
 DONE

@@ -286,6 +286,8 @@ def test_eval_end_to_end_with_blank_control(split, tiny_model_dir, tmp_path, cap
     assert control["condition"] == "blank"
     bleu = scores["metrics"]["report"]["BLEU-1"] - control["metrics"]["report"]["BLEU-1"]
     assert control["delta"]["report"]["BLEU-1"] == pytest.approx(bleu)
+    f1 = scores["clinical"]["summary"]["f1_micro_14"] - control["clinical"]["summary"]["f1_micro_14"]
+    assert control["delta"]["clinical"]["f1_micro_14"] == pytest.approx(f1)
     assert scores["counts"]["lines"] == 4 and control["counts"]["lines"] == 4
     assert "image control: blank" in capsys.readouterr().out
 
