@@ -31,44 +31,45 @@ from markupsafe import Markup
 from PIL import Image
 
 from rrg.cases import STUDY_METRICS, Run, build_cases, load_run
+from rrg.chexpert_lexicon import OBSERVATIONS
 from rrg.cli import exits_on_input_error
+from rrg.entries import DEFAULT_IMAGE_DIR
 from rrg.io import InputError, atomic_write_text
 from rrg.metrics import METRICS, SECTIONS
 from rrg.results import format_value
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-# eval's default image folder (rrg.generate.DEFAULT_IMAGE_DIR; not imported: that module loads torch)
-DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
-# CheXpert's 14 observations, in the labeler's order; the page lists observations in this order.
-CHEXPERT_OBSERVATIONS = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Lesion",
-    "Lung Opacity",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
 LABELS = ("positive", "negative", "uncertain", None)
 PAGE_SIZE = 40  # cards rendered at a time; more as the reader scrolls
 
 
-def clinical_labels(runs: list[Run]) -> dict | None:
-    """Per-study clinical labels of the references and of every run's predictions, or None.
+def clinical_labels(runs: list[Run]) -> dict:
+    """Per-study CheXpert-14 labels of the reference and of every run's prediction (rrg.chexpert, the
+    scorer's offline labeler, on the whole report): {study_id: {"reference": {observation: "positive" |
+    "negative" | "uncertain" | None}, "predictions": {run_name: {observation: ...}}}}.
 
-    The one place where the page gets its clinical labels: {study_id: {"reference": {observation:
-    "positive" | "negative" | "uncertain" | None}, "predictions": {run_name: {observation: ...}}}}.
-    None for now: the CheXpert-14 labeler (issue 14) is not in this repository yet; the lead wires it in
-    here, and the page then shows agreement per observation and filters by it (tested with hand-made labels).
+    Studies are those of the first run, as on the page; the reference is the first run's (the scored one).
     """
-    return None
+    from rrg.chexpert import label_reports
+
+    studies = list(runs[0].studies)
+    texts = [_reference_text(runs[0].studies[s]) for s in studies]
+    for run in runs:
+        texts += [run.studies[s]["prediction"] if s in run.studies else "" for s in studies]
+    labels = label_reports(texts, progress=True)
+    n = len(studies)
+    out = {}
+    for i, study in enumerate(studies):
+        predictions = {
+            run.name: labels[n * (k + 1) + i] for k, run in enumerate(runs) if study in run.studies
+        }
+        out[study] = {"reference": labels[i], "predictions": predictions}
+    return out
+
+
+def _reference_text(record: dict) -> str:
+    reference = record["reference"]
+    return reference if isinstance(reference, str) else reference[0]
 
 
 def check_clinical(clinical: dict, study_ids: list[str], run_names: list[str]) -> list[str]:
@@ -99,7 +100,7 @@ def check_clinical(clinical: dict, study_ids: list[str], run_names: list[str]) -
             if run not in known_runs:
                 raise InputError(f"clinical labels: {study}.predictions names unknown run {run!r}")
             labels(table, f"{study}.predictions.{run}")
-    order = {name: i for i, name in enumerate(CHEXPERT_OBSERVATIONS)}
+    order = {name: i for i, name in enumerate(OBSERVATIONS)}
     return sorted(seen, key=lambda o: (order.get(o, len(order)), o))
 
 

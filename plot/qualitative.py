@@ -27,9 +27,9 @@ from PIL import Image
 
 from rrg.cases import STUDY_METRICS, build_cases, load_run
 from rrg.cli import exits_on_input_error
+from rrg.entries import DEFAULT_IMAGE_DIR
 from rrg.io import InputError
 
-DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"  # eval's default (rrg.generate, loads torch)
 MATCH, OTHER, LABEL = "#1a7f37", "#30343b", "#6b7280"
 FONT_SIZE = 8.5
 LINE = 1.35 * FONT_SIZE  # points between baselines

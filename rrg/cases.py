@@ -29,6 +29,7 @@ from .io import InputError, read_json_object
 from .metrics import _study_id, normalize_report, read_predictions
 from .prompts import REPORT_QUESTION
 from .sections import parse_sections, section_pieces
+from .shards import scores_path
 
 STUDY_METRICS = ("BLEU-4", "ROUGE-L")
 
@@ -170,12 +171,6 @@ def _predictions_file(path: Path) -> Path:
     return path
 
 
-def _scores_file(predictions: Path) -> Path:
-    # eval's naming (rrg.generate.scores_path, not imported here because it loads torch)
-    stem = predictions.stem
-    return predictions.with_name("scores.json" if stem == "predictions" else f"{stem}.scores.json")
-
-
 def _by_study(path: Path) -> tuple[dict[str, dict], dict[str, list[str]], dict[str, int]]:
     first: dict[str, dict] = {}
     images: dict[str, list[str]] = {}
@@ -197,7 +192,7 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> Run:
     predictions that scores.json names (looked up beside the predictions when moved)."""
     predictions = _predictions_file(Path(path))
     studies, images, extra = _by_study(predictions)
-    scores = _scores_file(predictions)
+    scores = scores_path(predictions)
     card = read_json_object(scores) if scores.exists() else None
     if card is None:
         _say(f"warning: {scores}: not found; the page shows no scores card for this run")

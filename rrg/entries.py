@@ -25,6 +25,9 @@ from pathlib import Path
 
 from .io import InputError, read_json_records
 
+# Where data/download.py puts the Kaggle images: the default --image_dir of eval and the plots.
+DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
+
 
 @dataclass
 class Entry:

@@ -23,17 +23,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .entries import Entry, load_entries, resolve_image
+from .entries import DEFAULT_IMAGE_DIR, Entry, load_entries, resolve_image
 from .generate import GenerationSettings, generate_predictions
 from .io import InputError, atomic_write_json, iter_jsonl
 from .lock import output_lock
-from .shards import merge_parts, output_of, part_paths
+from .shards import control_path, merge_parts, output_of, part_paths, scores_path
 
 if TYPE_CHECKING:
     from accelerate import PartialState
 
 DEFAULT_MODEL = "microsoft/llava-med-v1.5-mistral-7b"
-DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
 IMAGE_CONTROLS = ("none", "blank", "shuffle")
 
 
@@ -146,18 +145,6 @@ class EvalConfig:
             return Path(self.out)
         kind = "lora" if self.lora_path else "zero_shot"
         return Path("results") / f"{kind}-{Path(self.json_file).stem}" / "predictions.jsonl"
-
-
-def control_path(predictions: Path, condition: str) -> Path:
-    """predictions.jsonl -> predictions.blank.jsonl; the real run keeps the plain name."""
-    if condition == "none":
-        return predictions
-    return predictions.with_name(f"{predictions.stem}.{condition}{predictions.suffix}")
-
-
-def scores_path(predictions: Path) -> Path:
-    stem = predictions.stem
-    return predictions.with_name("scores.json" if stem == "predictions" else f"{stem}.scores.json")
 
 
 def resolve_all_images(entries: Sequence[Entry], image_dir: str | os.PathLike) -> dict[str, Path]:

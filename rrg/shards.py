@@ -1,4 +1,5 @@
-"""An eval run split over processes (`accelerate launch`): part files, and their merge into one predictions file.
+"""The files of an eval run: its predictions file's siblings (image controls, scores) and, when the run is
+split over processes (`accelerate launch`), the part files and their merge into one predictions file.
 
 Under `accelerate launch --num_processes N` each process generates its own share of the pending entries
 and appends its lines to its own part file beside the predictions file, `predictions.jsonl.rank<r>`:
@@ -18,6 +19,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .io import atomic_write_text, iter_jsonl
+
+
+def control_path(predictions: Path, condition: str) -> Path:
+    """predictions.jsonl -> predictions.blank.jsonl; the real run keeps the plain name."""
+    if condition == "none":
+        return predictions
+    return predictions.with_name(f"{predictions.stem}.{condition}{predictions.suffix}")
+
+
+def scores_path(predictions: Path) -> Path:
+    """predictions.jsonl -> scores.json beside it; other.jsonl -> other.scores.json."""
+    stem = predictions.stem
+    return predictions.with_name("scores.json" if stem == "predictions" else f"{stem}.scores.json")
 
 
 def part_path(path: Path, rank: int) -> Path:

@@ -107,7 +107,7 @@ def write_runs(root: Path) -> tuple[Path, Path]:
     )
 
 
-# Hand-made CheXpert labels (the labeler of issue 14 is not in this repository yet).
+# Hand-made CheXpert labels: the page tests control exactly which observations agree.
 CLINICAL = {
     "1900": {
         "reference": {

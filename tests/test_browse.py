@@ -99,9 +99,17 @@ def test_images_are_links_relative_to_the_page_or_embedded_thumbnails(results, t
     assert thumbnail.format == "JPEG" and max(thumbnail.size) == 64
 
 
-def test_clinical_labels_are_not_computed_yet_and_are_validated_when_given(results):
-    runs = [load_run(results[0])]
-    assert browse.clinical_labels(runs) is None  # the labeler of issue 14 is wired in here
+def test_clinical_labels_come_from_the_scorers_labeler_and_are_validated(results):
+    runs = [load_run(results[0], "lora"), load_run(results[1], "zero shot")]
+    labels = browse.clinical_labels(runs)
+    assert set(labels) == {"1900", "7", "3"}
+    # Study 3: the reference negates effusion; the LoRA run asserts effusions and cardiomegaly.
+    assert labels["3"]["reference"]["Pleural Effusion"] == "negative"
+    assert labels["3"]["predictions"]["lora"]["Pleural Effusion"] == "positive"
+    assert labels["3"]["predictions"]["lora"]["Cardiomegaly"] == "positive"
+    assert labels["7"]["reference"]["Atelectasis"] == "positive"
+    assert labels["7"]["predictions"]["zero shot"]["Atelectasis"] is None
+    browse.check_clinical(labels, ["1900", "7", "3"], ["lora", "zero shot"])
     with pytest.raises(InputError, match=r"1900\.reference\.Edema"):
         browse.check_clinical({"1900": {"reference": {"Edema": "yes"}}}, ["1900"], ["lora"])
     with pytest.raises(InputError, match="unknown run 'other'"):
