@@ -10,6 +10,10 @@ A heading is the word findings/impression (singular or plural) at the start of t
 of a sentence (after . ; or whitespace) followed by ":" or a dash, or standing alone at the end of a
 line; an all-caps FINDINGS/IMPRESSION needs no colon at the start of a line or sentence.
 "No acute findings." is not a heading.
+
+By default each section and the body have their whitespace runs squashed to one space. With
+`keep_spacing` (raw scoring) the text is kept as given: a section is only stripped where a heading cut
+it, and a report without headings is its own body, byte for byte.
 """
 
 from __future__ import annotations
@@ -36,13 +40,16 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse_sections(text: str) -> Sections:
+def parse_sections(text: str, keep_spacing: bool = False) -> Sections:
     """Find the Findings and Impression sections of a report (see the module docstring for the rules).
 
     A section named twice is the two bodies joined. Text before the first heading belongs to no
-    section but stays in `body`.
+    section but stays in `body`. keep_spacing: whitespace inside the text is kept as given.
     """
     matches = list(_HEADING.finditer(text))
+    if keep_spacing and not matches:
+        return Sections(findings=None, impression=None, body=text)
+    tidy = str.strip if keep_spacing else _squash
     parts: dict[str, list[str]] = {}
     pieces = [text[: matches[0].start()]] if matches else [text]
     for i, match in enumerate(matches):
@@ -50,12 +57,11 @@ def parse_sections(text: str) -> Sections:
         content = text[match.end() : end]
         name = (match.group("name") or match.group("caps")).lower()
         key = "findings" if name.startswith("finding") else "impression"
-        parts.setdefault(key, []).append(_squash(content))
+        parts.setdefault(key, []).append(tidy(content))
         pieces.append(content)
 
     def section(key: str) -> str | None:
         return " ".join(p for p in parts[key] if p) if key in parts else None
 
-    return Sections(
-        findings=section("findings"), impression=section("impression"), body=_squash(" ".join(pieces))
-    )
+    body = " ".join(p for p in map(tidy, pieces) if p)
+    return Sections(findings=section("findings"), impression=section("impression"), body=body)
