@@ -93,12 +93,19 @@ def test_bad_flag_is_a_usage_error(tmp_path, flag):
     assert result.returncode == 2 and "--bootstrap" in result.stderr
 
 
-def test_legacy_without_wordnet_is_one_line_with_the_install_command(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "error",
+    [
+        LookupError("Resource wordnet not found"),
+        OSError("No such file or directory: '/root/nltk_data/corpora/wordnet/lexnames'"),  # a partial copy
+    ],
+)
+def test_legacy_without_wordnet_is_one_line_with_the_install_command(tmp_path, monkeypatch, capsys, error):
     import nltk.corpus
 
     class NoWordNet:
         def ensure_loaded(self):
-            raise LookupError("Resource wordnet not found")
+            raise error
 
     monkeypatch.setattr(nltk.corpus, "wordnet", NoWordNet())
     sys.path.insert(0, str(SCRIPT.parent))
@@ -111,7 +118,7 @@ def test_legacy_without_wordnet_is_one_line_with_the_install_command(tmp_path, m
         score.main([str(path), "--legacy"])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "python -m nltk.downloader wordnet" in err
+    assert len(err.splitlines()) == 1 and "python scripts/install_wordnet.py" in err
 
 
 def _import_score():
