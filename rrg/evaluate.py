@@ -13,7 +13,7 @@ import contextlib
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,8 @@ import torch
 from .entries import Entry, load_entries, resolve_image
 from .generate import GenerationSettings, generate_predictions
 from .io import InputError, atomic_write_json, iter_jsonl
+from .lock import output_lock
+from .prompts import REFERENCE_EVAL_INSTRUCTION
 
 DEFAULT_MODEL = "microsoft/llava-med-v1.5-mistral-7b"
 DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
@@ -94,7 +96,7 @@ class EvalConfig:
             "help": "also generate with a blank image or another study's image and report the difference"
         },
     )
-    bootstrap: int = field(default=0, metadata={"help": "bootstrap resamples for 95% intervals (e.g. 1000)"})
+    bootstrap: int = field(default=0, metadata={"help": "bootstrap resamples for 95%% intervals (e.g. 1000)"})
     legacy: bool = field(
         default=False, metadata={"help": "also score with the reference paper's metric code"}
     )
@@ -177,8 +179,9 @@ def drop_partial_last_line(path: Path) -> None:
             f.truncate(keep)
 
 
-def done_ids(path: Path, identity: dict[str, Any]) -> set[str]:
-    """Ids already in a predictions file; a line made with other settings is an error, not a mix."""
+def done_ids(path: Path, identity: dict[str, Any], prompts: dict[str, str] | None = None) -> set[str]:
+    """Ids already in a predictions file; a line made with other settings, or (prompts: id -> this
+    run's prompt) with another prompt, is an error, not a mix."""
     if not path.exists():
         return set()
     ids = set()
@@ -191,8 +194,19 @@ def done_ids(path: Path, identity: dict[str, Any]) -> set[str]:
                 f"{path}:{line}: made with other settings than this run ({theirs} vs {identity}); "
                 "choose another --out"
             )
-        ids.add(str(record.get("id")))
+        entry_id = str(record.get("id"))
+        if prompts and entry_id in prompts and record.get("prompt") != prompts[entry_id]:
+            raise InputError(f"{path}:{line}: made with another prompt than this run's; choose another --out")
+        ids.add(entry_id)
     return ids
+
+
+def generation_entry(entry: Entry) -> Entry:
+    """The entry as the model is asked: the reference protocol's prompt gets the instruction the
+    paper's eval scripts append (training prompts do not have it); other entries are unchanged."""
+    if entry.protocol == "reference":
+        return replace(entry, prompt=entry.prompt + REFERENCE_EVAL_INSTRUCTION)
+    return entry
 
 
 def load_for_eval(config: EvalConfig):
@@ -247,15 +261,24 @@ def _records_for(path: Path, entries: Sequence[Entry]) -> list[dict]:
 
 def evaluate(config: EvalConfig) -> dict:
     """Generate (resumably), score, write scores.json beside the predictions, print the card."""
-    entries = load_entries(config.json_file)
+    entries = [generation_entry(e) for e in load_entries(config.json_file)]
     if config.limit is not None:
         entries = entries[: config.limit]
     if not entries:
         raise InputError(f"{config.json_file}: no entries to evaluate")
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
+    predictions = config.predictions_path()
+    # One run per output folder, from the "exists" check to the last write (two runs into one fresh
+    # folder both passed the check and wrote every id twice).
+    with output_lock(predictions.parent, "eval"):
+        return _generate_and_score(config, entries, paths, predictions)
+
+
+def _generate_and_score(
+    config: EvalConfig, entries: list[Entry], paths: dict[str, Path], predictions: Path
+) -> dict:
     from .metrics import MeteorScorer, format_card, score_records  # fails here, not after hours of generation
 
-    predictions = config.predictions_path()
     conditions = ["none"] if config.image_control == "none" else ["none", config.image_control]
     outputs = {c: control_path(predictions, c) for c in conditions}
     for path in outputs.values():
@@ -267,7 +290,7 @@ def evaluate(config: EvalConfig) -> dict:
     pending: dict[str, list[tuple[Entry, list[str]]]] = {}
     for condition, path in outputs.items():
         drop_partial_last_line(path)
-        done = done_ids(path, _run_identity(config, condition))
+        done = done_ids(path, _run_identity(config, condition), {e.id: e.prompt for e in entries})
         names = shuffled_images(entries, config.seed) if condition == "shuffle" else None
         pending[condition] = [(e, names[e.id] if names else e.images) for e in entries if e.id not in done]
 
