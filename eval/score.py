@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rrg.cli import exits_on_input_error
-from rrg.io import atomic_write_json
+from rrg.io import InputError, atomic_write_json
 from rrg.metrics import format_card, read_predictions, score_records
 
 
@@ -20,7 +20,8 @@ from rrg.metrics import format_card, read_predictions, score_records
 class ScoreConfig:
     predictions: Path
     out: Path | None = None
-    no_normalize: bool = False  # score raw text (whitespace squashed) instead of R2Gen-normalised text
+    overwrite: bool = False  # replace an existing metric card (otherwise it is an error)
+    no_normalize: bool = False  # score the text exactly as given instead of R2Gen-normalised text
     legacy: bool = False  # also run the reference paper's metric code (per line; needs nltk WordNet)
     per_image: bool = False  # score every line, as the reference did, instead of one line per study
     bootstrap: int = 0  # resamples for 95% confidence intervals (0: none)
@@ -36,7 +37,10 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
     )
     parser.add_argument("predictions", type=Path, help="JSONL with id, prediction, reference per line")
     parser.add_argument("--out", type=Path, help="metric card (JSON); default: <predictions>.scores.json")
-    parser.add_argument("--no_normalize", action="store_true", help="score raw text, not R2Gen-normalised")
+    parser.add_argument("--overwrite", action="store_true", help="replace the metric card if it exists")
+    parser.add_argument(
+        "--no_normalize", action="store_true", help="score the text as given, not R2Gen-normalised"
+    )
     parser.add_argument("--legacy", action="store_true", help="add the reference paper's metrics (per line)")
     parser.add_argument("--per_image", action="store_true", help="score every line, not each study once")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="95%% CIs from N resamples")
@@ -66,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> dict:
     config = parse_args(argv)
+    out = config.out or config.predictions.with_suffix(".scores.json")
+    if out.exists() and not config.overwrite:  # checked before the slow part
+        raise InputError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
     records = read_predictions(config.predictions)
     card = score_records(
         records,
@@ -79,7 +86,6 @@ def main(argv: list[str] | None = None) -> dict:
         uncertain=config.uncertain,
         radgraph=config.radgraph,
     )
-    out = config.out or config.predictions.with_suffix(".scores.json")
     atomic_write_json(out, card)
     print(format_card(card))
     print(f"metric card: {out}")

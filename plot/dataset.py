@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 from transformers import HfArgumentParser
 
 from rrg.cli import exits_on_input_error
@@ -84,17 +85,19 @@ def plot_lengths(ax, splits: dict[str, list[Entry]]) -> None:
     top = max(max(v, default=0) for v in lengths.values())
     bins = range(0, top + 5, 5)
     for name, values in lengths.items():
+        # Each study weighs 1/n, so a bin's height is the fraction of the split's studies in it (density=True
+        # would divide by the 5-word bin width too) and splits of different sizes compare.
         ax.hist(
             values,
             bins=bins,
+            weights=np.full(len(values), 1 / max(len(values), 1)),
             histtype="step",
-            density=True,
             linewidth=1.8,
             label=name,
             color=SPLIT_COLOURS.get(name),
         )
     ax.set_title("Report length (findings + impression)")
-    ax.set_xlabel("words")
+    ax.set_xlabel("words (bins of 5)")
     ax.set_ylabel("fraction of studies")
     ax.legend()
 

@@ -1,10 +1,12 @@
-"""Metric bars from score cards: one panel per report section, with bootstrap 95% intervals as error bars,
-and (when a card holds an image control) a panel of real-minus-control differences.
+r"""Metric bars from score cards: one row per report section, with bootstrap 95% intervals as error bars,
+and (when a card holds an image control) a row of real-minus-control differences. CIDEr (0-10) has its
+own axes beside the 0-1 metrics; a section no prediction (or no reference) has is said so, not drawn as
+zeros.
 
     python plot/metrics.py results/reference/lora/scores.json results/reference/zero_shot/scores.json \
-        --out results/figures/metrics.png
+        --labels "LoRA" "zero-shot" --out results/figures/metrics.png
 
-The control panel answers "does the model use the image?": a report scored against blank or shuffled
+The control row answers "does the model use the image?": a report scored against blank or shuffled
 images should lose points; a difference near zero means the text is written from the prompt alone.
 
 Cards with a "clinical" block (CheXpert-14 label F1, rrg.clinical) also get a second figure,
@@ -42,7 +44,9 @@ class MetricsPlotConfig:
 
 def parse_args(argv: list[str] | None = None) -> MetricsPlotConfig:
     # argparse rather than HfArgumentParser: the score cards are positional arguments.
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("scores", nargs="+", help="scores.json files written by the evaluation.")
     parser.add_argument("--out", default=MetricsPlotConfig.out, help="Output PNG.")
     parser.add_argument("--labels", nargs="+", help="Legend names, one per card (default: results/<name>).")
@@ -60,18 +64,42 @@ def parse_args(argv: list[str] | None = None) -> MetricsPlotConfig:
     return config
 
 
+# CIDEr runs 0-10 while the others run 0-1: each scale gets its own axes, side by side.
+SCALES = (
+    ("score (0–1)", [m for m in STANDARD_METRICS if m != "CIDEr"]),
+    ("CIDEr (0–10)", ["CIDEr"]),
+)
+
+
 def _value(table: dict, section: str, metric: str) -> float:
-    value = table.get(section, {}).get(metric)
+    value = (table.get(section) or {}).get(metric)
     return float(value) if value is not None else np.nan
 
 
+def absent_reason(card: ScoreCard, section: str) -> str | None:
+    """Why a card has no figures for a section (None when it has them): no reference has the section
+    (null metrics), or no scored prediction has it (its metrics are zeros that measure nothing)."""
+    metrics = card.metrics.get(section)
+    if not metrics or all(value is None for value in metrics.values()):
+        return "no reference has one"
+    missing = (card.counts.get(f"missing_{section}") or {}).get("prediction")
+    if section != "report" and missing is not None and missing == card.counts.get("scored"):
+        return "no prediction has one"
+    return None
+
+
 def _bar_group(
-    ax, values: np.ndarray, errors: np.ndarray | None, labels: list[str], colours: list | None = None
+    ax,
+    values: np.ndarray,
+    errors: np.ndarray | None,
+    labels: list[str],
+    metrics: list[str],
+    colours: list | None = None,
 ) -> None:
     """Grouped bars: x = metric, one bar per series; `errors` is (series, 2, metric) or None."""
     n_series = len(labels)
     width = 0.8 / max(n_series, 1)
-    x = np.arange(len(STANDARD_METRICS))
+    x = np.arange(len(metrics))
     colours = colours or plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, label in enumerate(labels):
         offset = (i - (n_series - 1) / 2) * width
@@ -79,20 +107,29 @@ def _bar_group(
         ax.bar(
             x + offset, values[i], width, label=label, color=colours[i % len(colours)], yerr=yerr, capsize=3
         )
-    ax.set_xticks(x, STANDARD_METRICS)
+    ax.set_xticks(x, metrics)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
 
 
-def _errors(card: ScoreCard, section: str, values: np.ndarray) -> np.ndarray:
+def _errors(card: ScoreCard, section: str, values: np.ndarray, metrics: list[str]) -> np.ndarray:
     """(2, metric) distances from the point to the ci95 bounds; 0 where the card has no interval."""
-    err = np.zeros((2, len(STANDARD_METRICS)))
-    for j, metric in enumerate(STANDARD_METRICS):
-        bounds = card.ci95.get(section, {}).get(metric)
+    err = np.zeros((2, len(metrics)))
+    for j, metric in enumerate(metrics):
+        bounds = (card.ci95.get(section) or {}).get(metric)
         if bounds and np.isfinite(values[j]):
             # max(0, ...): a percentile interval need not contain the corpus-level point estimate.
             err[:, j] = [max(0.0, values[j] - bounds[0]), max(0.0, bounds[1] - values[j])]
     return err
+
+
+def _no_bars(axes, message: str) -> None:
+    """A row that says why it has nothing to draw, instead of bars at zero."""
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    axes[0].text(0.5, 0.5, message, transform=axes[0].transAxes, ha="center", va="center", fontsize=11)
+    for ax in axes[1:]:
+        ax.set_visible(False)
 
 
 def plot_metrics(
@@ -103,35 +140,65 @@ def plot_metrics(
     sections = sections or [s for s in SECTIONS if s in present] + sorted(present - set(SECTIONS))
     controls = [(card, label) for card, label in zip(cards, labels) if card.image_control]
     n_panels = len(sections) + (1 if controls else 0)
-    fig, axes = plt.subplots(n_panels, 1, figsize=(14, 3.6 * n_panels), squeeze=False, layout="constrained")
-    axes = axes[:, 0]
+    fig, grid = plt.subplots(
+        n_panels,
+        len(SCALES),
+        figsize=(14, 3.6 * n_panels),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"width_ratios": [len(m) for _, m in SCALES]},
+    )
 
-    for ax, section in zip(axes, sections):
-        values = np.array([[_value(c.metrics, section, m) for m in STANDARD_METRICS] for c in cards])
-        errors = np.stack([_errors(c, section, v) for c, v in zip(cards, values)])
-        _bar_group(ax, values, errors if errors.any() else None, labels)
-        has_ci = any(section in c.ci95 for c in cards)
-        ax.set_title(f"Section: {section}" + (" (error bars: bootstrap 95% CI)" if has_ci else ""))
-        ax.set_ylabel("score (0–1; CIDEr 0–10)")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for axes, section in zip(grid, sections):
+        reasons = [absent_reason(card, section) for card in cards]
+        if all(reasons):  # nothing to draw: say why instead of a row of zeros
+            why = "; ".join(f"{label}: {reason}" for label, reason in zip(labels, reasons))
+            _no_bars(axes, f"no {section} sections ({why})")
+            axes[0].set_title(f"Section: {section}")
+            continue
+        # A card without the section keeps its colour and legend entry, with no bars.
+        names = [f"{label} (no {section} sections)" if why else label for label, why in zip(labels, reasons)]
+        for ax, (axis_label, metrics) in zip(axes, SCALES):
+            values = np.array(
+                [
+                    [np.nan if why else _value(c.metrics, section, m) for m in metrics]
+                    for c, why in zip(cards, reasons)
+                ]
+            )
+            errors = np.stack([_errors(c, section, v, metrics) for c, v in zip(cards, values)])
+            _bar_group(ax, values, errors if errors.any() else None, names, metrics)
+            ax.set_ylim(bottom=0)  # scores are >= 0 (an all-zero CIDEr would otherwise centre on 0)
+            ax.set_ylabel(axis_label)
+        has_ci = any(section in c.ci95 and c.ci95[section] for c in cards)
+        axes[0].set_title(f"Section: {section}" + (" (error bars: bootstrap 95% CI)" if has_ci else ""))
+        axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
     if controls:
-        ax = axes[-1]
+        axes = grid[-1]
         series, names = [], []
         for card, label in controls:
             condition = card.image_control.get("condition", "control")
             for section in sections:
-                if section in card.image_control["delta"]:
+                if section in card.image_control["delta"] and not absent_reason(card, section):
                     series.append([_value(card.image_control["delta"], section, m) for m in STANDARD_METRICS])
                     names.append(f"{label} · {section} · {condition} images")
-        # A palette apart from the cards' colours: these bars are (card, section) pairs, not cards.
-        _bar_group(ax, np.array(series), None, names, colours=list(plt.cm.Set2.colors))
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_title("Image control: real images minus control images (> 0: the model uses the image)")
-        ax.set_ylabel("score difference (real − control)")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        title = "Image control: real images minus control images (> 0: the model uses the image)"
+        if not series:
+            _no_bars(axes, "no section to compare")
+        for ax, (axis_label, metrics) in zip(axes, SCALES) if series else ():
+            columns = [STANDARD_METRICS.index(m) for m in metrics]
+            # A palette apart from the cards' colours: these bars are (card, section) pairs, not cards.
+            _bar_group(
+                ax, np.array(series)[:, columns], None, names, metrics, colours=list(plt.cm.Set2.colors)
+            )
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_ylabel(f"{axis_label.split(' (')[0]} difference")
+        axes[0].set_title(title)
+        if series:
+            axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
-    axes[-1].set_xlabel("metric")
+    for ax in grid[-1]:
+        ax.set_xlabel("metric")
     fig.suptitle("Report generation metrics on IU X-Ray", fontsize=12, weight="bold")
     return save_figure(fig, out, dpi=130)
 

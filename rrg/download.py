@@ -181,7 +181,9 @@ def check_png(path: Path, quick: bool) -> str | None:
                 image.load()  # decodes every pixel: catches truncated and corrupt data
         return None
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, zlib errors) for bad files
-        return f"{type(e).__name__}: {' '.join(str(e).split())[:80]}"
+        # The caller names the file; PIL's message may repeat its whole path, which is shortened to its
+        # name rather than the message being cut in the middle of the path.
+        return f"{type(e).__name__}: {' '.join(str(e).replace(str(path), path.name).split())}"
 
 
 def verify(

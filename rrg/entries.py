@@ -14,7 +14,9 @@ JSONL) of objects:
     response    the target text, "Findings: ... Impression: ..."
 
 The reference paper's files ({"prompt", "input_image", "response"}) are read too: input_image becomes
-images=[its file name] and study_id is taken from the file name ("1234_IM-..." is study 1234).
+images=[its file name] and study_id is taken from the file name ("1234_IM-..." is study 1234). An entry
+with `input_image` (the paper's files, and our `reference` protocol's, which write it too) is marked
+protocol="reference": the eval run appends the paper's eval instruction to its prompt.
 """
 
 from __future__ import annotations
@@ -41,10 +43,14 @@ class Entry:
     indication: str | None = None
     views: list[str] = field(default_factory=list)
     source: str = ""  # "file:line" or "file: entry N", for error messages; not written
+    # "reference" for an entry of the reference paper's shape (it has `input_image`: the paper's own
+    # files and our reference protocol's), whose eval prompt gets the paper's instruction; not written
+    protocol: str | None = None
 
     def to_json(self) -> dict:
         record = asdict(self)
         record.pop("source")
+        record.pop("protocol")
         return record
 
 
@@ -92,6 +98,7 @@ def entry_from_record(record: dict, where: str, position: int) -> Entry:
         indication=_text(record, "indication", where, required=False),
         views=list(record.get("views") or []),
         source=where,
+        protocol="reference" if "input_image" in record else None,
     )
 
 

@@ -17,7 +17,7 @@ import contextlib
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +27,7 @@ from .entries import DEFAULT_IMAGE_DIR, Entry, load_entries, resolve_image
 from .generate import GenerationSettings, generate_predictions
 from .io import InputError, atomic_write_json, iter_jsonl
 from .lock import output_lock
+from .prompts import REFERENCE_EVAL_INSTRUCTION
 from .shards import control_path, merge_parts, output_of, part_paths, scores_path
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ class EvalConfig:
             "help": "also generate with a blank image or another study's image and report the difference"
         },
     )
-    bootstrap: int = field(default=0, metadata={"help": "bootstrap resamples for 95% intervals (e.g. 1000)"})
+    bootstrap: int = field(default=0, metadata={"help": "bootstrap resamples for 95%% intervals (e.g. 1000)"})
     legacy: bool = field(
         default=False, metadata={"help": "also score with the reference paper's metric code"}
     )
@@ -190,8 +191,9 @@ def drop_partial_last_line(path: Path) -> None:
             f.truncate(keep)
 
 
-def done_ids(path: Path, identity: dict[str, Any]) -> set[str]:
-    """Ids already in a predictions file; a line made with other settings is an error, not a mix."""
+def done_ids(path: Path, identity: dict[str, Any], prompts: dict[str, str] | None = None) -> set[str]:
+    """Ids already in a predictions file; a line made with other settings, or (prompts: id -> this
+    run's prompt) with another prompt, is an error, not a mix."""
     if not path.exists():
         return set()
     ids = set()
@@ -204,8 +206,19 @@ def done_ids(path: Path, identity: dict[str, Any]) -> set[str]:
                 f"{path}:{line}: made with other settings than this run ({theirs} vs {identity}); "
                 "choose another --out"
             )
-        ids.add(str(record.get("id")))
+        entry_id = str(record.get("id"))
+        if prompts and entry_id in prompts and record.get("prompt") != prompts[entry_id]:
+            raise InputError(f"{path}:{line}: made with another prompt than this run's; choose another --out")
+        ids.add(entry_id)
     return ids
+
+
+def generation_entry(entry: Entry) -> Entry:
+    """The entry as the model is asked: the reference protocol's prompt gets the instruction the
+    paper's eval scripts append (training prompts do not have it); other entries are unchanged."""
+    if entry.protocol == "reference":
+        return replace(entry, prompt=entry.prompt + REFERENCE_EVAL_INSTRUCTION)
+    return entry
 
 
 def gather_earlier_lines(
@@ -213,14 +226,15 @@ def gather_earlier_lines(
 ) -> None:
     """Main process, before generating: fold a killed run's part files into `path`, so that every process
     reads what is done from that one file. Without --resume any earlier line is refused; with it, every
-    line must have been made with this run's settings (done_ids)."""
+    line must have been made with this run's settings and prompts (done_ids)."""
+    prompts = {e.id: e.prompt for e in entries}
     for source in [path, *part_paths(path)]:
         if not resume and source.exists() and source.stat().st_size > 0:
             raise InputError(
                 f"{source} exists and is not empty: pass --resume to continue it or choose another --out"
             )
         drop_partial_last_line(source)
-        done_ids(source, identity)
+        done_ids(source, identity, prompts)
     merge_parts(path, [e.id for e in entries])
 
 
@@ -306,10 +320,12 @@ def evaluate(config: EvalConfig) -> dict:
     """Generate (resumably), score, write scores.json beside the predictions, print the card.
 
     Under several processes every one generates its share; only the main process takes the folder's
-    lock, merges, scores, writes and prints, and returns the card (the others return {}).
+    lock (one run per output folder, from the "exists" check to the last write: two runs into one fresh
+    folder both passed the check and wrote every id twice), merges, scores, writes and prints, and
+    returns the card (the others return {}).
     """
     state = process_state()
-    entries = load_entries(config.json_file)
+    entries = [generation_entry(e) for e in load_entries(config.json_file)]
     if config.limit is not None:
         entries = entries[: config.limit]
     if not entries:
@@ -317,8 +333,8 @@ def evaluate(config: EvalConfig) -> dict:
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
     if config.score:
         from . import clinical, metrics  # noqa: F401  (fails here, not after hours of generation)
-
     predictions = config.predictions_path()
+
     conditions = ["none"] if config.image_control == "none" else ["none", config.image_control]
     outputs = {c: control_path(predictions, c) for c in conditions}
     is_main = state.is_main_process
@@ -349,7 +365,7 @@ def generate_share(
     """Generate this process's contiguous share of the (condition, entry) pairs without a line yet."""
     work: list[tuple[str, tuple[Entry, list[str]]]] = []
     for condition, path in outputs.items():
-        done = done_ids(path, _run_identity(config, condition))
+        done = done_ids(path, _run_identity(config, condition), {e.id: e.prompt for e in entries})
         names = shuffled_images(entries, config.seed) if condition == "shuffle" else None
         work += [(condition, (e, names[e.id] if names else e.images)) for e in entries if e.id not in done]
     if state.num_processes > 1 and work:

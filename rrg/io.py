@@ -63,13 +63,32 @@ def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Non
         shutil.rmtree(old)
 
 
+def read_text_utf8(path: str | os.PathLike) -> str:
+    """A file's text; bytes that are not UTF-8 raise InputError naming the file, line and column."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        line = data[line_start:].split(b"\n", 1)[0]
+        raise _not_utf8(path, data.count(b"\n", 0, e.start) + 1, line, e.start - line_start) from None
+
+
+def _not_utf8(path: Path, line_number: int, line: bytes, offset: int) -> InputError:
+    return InputError(
+        f"{path}:{line_number}: not UTF-8 text (byte 0x{line[offset]:02x} at column {offset + 1}); "
+        "save the file as UTF-8"
+    )
+
+
 def read_json_object(path: str | os.PathLike) -> dict:
     """A JSON file holding one object; missing, malformed or non-object files raise InputError naming it."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_utf8(path))
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
     if not isinstance(data, dict):
@@ -99,17 +118,20 @@ def iter_jsonl(
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    lines = path.read_bytes().split(b"\n")
+    for i, raw in enumerate(lines, start=1):
+        is_last = i == len(lines)  # no trailing newline after it
         try:
+            line = raw.decode("utf-8")
+            if not line.strip():
+                continue
             record = json.loads(line)
-        except json.JSONDecodeError as e:
-            is_last = i == len(lines)  # no trailing newline after it
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             if allow_partial_last_line and is_last:
                 print(f"warning: {path}:{i}: ignoring a partly written last line")
                 return
+            if isinstance(e, UnicodeDecodeError):
+                raise _not_utf8(path, i, raw, e.start) from None
             raise InputError(f"{path}:{i}: malformed JSON line ({e.msg})") from None
         if not isinstance(record, dict):
             raise InputError(f"{path}:{i}: expected a JSON object, got {type(record).__name__}")
@@ -129,7 +151,7 @@ def read_json_records(path: str | os.PathLike) -> list[tuple[int, dict]]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text_utf8(path)
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)

@@ -45,7 +45,7 @@ LEGACY_KEYS = (
     "Recall",
     "F1",
 )
-WORDNET_HINT = "python -m nltk.downloader wordnet"
+WORDNET_HINT = "python scripts/install_wordnet.py"  # nltk's downloader, or Debian's packages offline
 
 
 class WordNetMissingError(InputError):
@@ -61,6 +61,11 @@ def require_wordnet() -> None:
     except LookupError:
         raise WordNetMissingError(
             f"--legacy needs nltk's WordNet corpus for METEOR; install it with: {WORDNET_HINT}"
+        ) from None
+    except OSError as e:  # a copy missing files (an interrupted install): lexnames, index.sense, ...
+        raise WordNetMissingError(
+            f"--legacy needs nltk's WordNet corpus for METEOR, and the copy nltk finds is incomplete ({e}); "
+            f"repair it with: {WORDNET_HINT}"
         ) from None
 
 

@@ -16,12 +16,14 @@ resampled corpus). Tests check each against pycocoevalcap on explicit resamples.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import math
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +33,8 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.cider.cider_scorer import precook
-from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.meteor import meteor as pycocoevalcap_meteor
+from pycocoevalcap.meteor.meteor import METEOR_JAR, Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from scipy import sparse
 from tqdm import tqdm
@@ -95,10 +98,6 @@ def normalize_report(text: str) -> str:
     return " ".join(tokens) if any(t != "." for t in tokens) else ""
 
 
-def squash_whitespace(text: str) -> str:
-    return " ".join(text.split())
-
-
 # ---------------------------------------------------------------------------------------------------
 # METEOR: one JVM per run
 
@@ -107,64 +106,135 @@ METEOR_MODULE_WEIGHTS = np.array(
     [1.0, 0.6, 0.8, 0.6]
 )  # exact, stem, synonym, paraphrase ("-l en", task rank)
 METEOR_ALPHA, METEOR_BETA, METEOR_GAMMA, METEOR_DELTA = 0.85, 0.2, 0.6, 0.75
+# pycocoevalcap's heap. The jar's aligner needs memory and time that grow faster than the text: a
+# prediction of 5,000 x "Effusion." (10,000 tokens) exhausted 2 GB after 30 s, 2,000 tokens took 3 s
+# (2-core CPU box). So METEOR sees at most METEOR_MAX_WORDS words of each text, ~4x the longest IU
+# X-Ray report (230 words); only a degenerate text is cut, and the card counts them.
+METEOR_HEAP = "2G"
+METEOR_MAX_WORDS = 1000
+_FIRST_WORDS = re.compile(rf"\s*(?:\S+\s+){{{METEOR_MAX_WORDS - 1}}}\S+")
+_LINE_BREAKS = re.compile(r"[\r\n]")  # what ends a line for the jar's reader (Java's readLine)
+
+
+class MeteorError(InputError):
+    """METEOR's Java process could not start or died; reported as one line, like bad input."""
+
+
+def meteor_cuts(text: str) -> bool:
+    """Whether meteor_text cuts this text."""
+    return len(text.replace("|||", " ").split()) > METEOR_MAX_WORDS
+
+
+def meteor_text(text: str) -> str:
+    """A text as the jar's line protocol can carry it: one segment per line and fields split by "|||",
+    so line breaks and "|||" become spaces; everything else is passed as given (with -norm the jar
+    tokenises itself). Cut after METEOR_MAX_WORDS words."""
+    text = _LINE_BREAKS.sub(" ", text.replace("|||", " "))
+    match = _FIRST_WORDS.match(text)
+    return text[: match.end()] if match else text
 
 
 class MeteorScorer(Meteor):
-    """pycocoevalcap's Meteor (meteor-1.5.jar, `-l en -norm`), started once and reused for every
-    section and resample. Use as a context manager, or call close()."""
+    """pycocoevalcap's Meteor (meteor-1.5.jar, `-l en -norm`, 2 GB heap), started once and reused for
+    every section and resample. Use as a context manager, or call close().
 
-    def __init__(self) -> None:
-        super().__init__()
+    The JVM's error output goes to a file (an unread pipe could fill and block it), so when the JVM
+    dies its last line (e.g. "java.lang.OutOfMemoryError: Java heap space") is in the MeteorError.
+    """
+
+    def __init__(self) -> None:  # pycocoevalcap's command, with stderr to a file
+        self._closed = True
+        self.lock = threading.Lock()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the JVM; close() closes it)
+        self.meteor_cmd = [
+            "java",
+            "-jar",
+            f"-Xmx{METEOR_HEAP}",
+            METEOR_JAR,
+            "-",
+            "-",
+            "-stdio",
+            "-l",
+            "en",
+            "-norm",
+        ]
+        try:
+            self.meteor_p = subprocess.Popen(
+                self.meteor_cmd,
+                cwd=os.path.dirname(os.path.abspath(pycocoevalcap_meteor.__file__)),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+            )
+        except FileNotFoundError:
+            self._stderr.close()
+            raise MeteorError(
+                "METEOR needs Java (`java` not found): install a JRE, e.g. apt-get install default-jre-headless"
+            ) from None
         self._closed = False
 
-    @staticmethod
-    def _clean(text: str) -> str:
-        # One segment per line and "|||" as field separator: neither may appear inside a text.
-        return squash_whitespace(text.replace("|||", " "))
+    def _died(self) -> MeteorError:
+        try:  # its output has ended: it is exiting
+            code = self.meteor_p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._stderr.seek(0)
+        lines = [line.strip() for line in self._stderr.read().decode(errors="replace").splitlines()]
+        errors = [line for line in lines if "Error" in line or "Exception" in line] or lines or [""]
+        status = f"exit code {code}" if code is not None else "no answer"
+        return MeteorError(f"METEOR's Java process (meteor-1.5.jar) died ({status}): {errors[0][:200]}")
+
+    def _readline(self) -> str:
+        line = self.meteor_p.stdout.readline()
+        if not line:  # end of file: the JVM is gone
+            raise self._died()
+        return line.decode().strip()
+
+    def _write(self, text: str) -> None:
+        try:
+            self.meteor_p.stdin.write(text.encode())
+            self.meteor_p.stdin.flush()
+        except (BrokenPipeError, ValueError):  # ValueError: the pipe was closed
+            pass  # the reader sees the end of the JVM's output and says why
 
     def stats(self, hypothesis: str, references: Sequence[str]) -> str:
         """The jar's statistic vector (23 numbers, as a string) for one sample."""
-        with self.lock:
-            return self._stat(self._clean(hypothesis), [self._clean(r) for r in references])
+        return self.stats_many([hypothesis], [references])[0]
 
     def stats_many(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> list[str]:
         """stats() for many samples, pipelined: a thread feeds the SCORE lines while this one reads the
         answers, so the cost is the jar's work, not one pipe round trip per sample (and neither side can
         block on a full pipe)."""
         lines = [
-            " ||| ".join(("SCORE", " ||| ".join(self._clean(r) for r in refs), self._clean(hyp))) + "\n"
+            " ||| ".join(("SCORE", " ||| ".join(meteor_text(r) for r in refs), meteor_text(hyp))) + "\n"
             for hyp, refs in zip(hypotheses, references)
         ]
-
-        def feed() -> None:
-            for line in lines:
-                self.meteor_p.stdin.write(line.encode())
-            self.meteor_p.stdin.flush()
-
         with self.lock:
-            writer = threading.Thread(target=feed, daemon=True)
+            writer = threading.Thread(target=self._write, args=("".join(lines),), daemon=True)
             writer.start()
-            out = [self.meteor_p.stdout.readline().decode().strip() for _ in lines]
-            writer.join()
-        return out
+            try:
+                return [self._readline() for _ in lines]
+            finally:
+                writer.join()
 
     def corpus_score(self, stats: Sequence[str]) -> float:
         """The jar's corpus METEOR from per-sample statistics (what pycocoevalcap's compute_score reports)."""
         if not stats:
             return 0.0
         with self.lock:
-            self.meteor_p.stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
-            self.meteor_p.stdin.flush()
+            self._write("EVAL ||| " + " ||| ".join(stats) + "\n")
             for _ in stats:
-                self.meteor_p.stdout.readline()
-            return float(self.meteor_p.stdout.readline().strip())
+                self._readline()
+            return float(self._readline())
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.meteor_p.stdin.close()
+            with contextlib.suppress(OSError):  # a dead JVM's pipe
+                self.meteor_p.stdin.close()
             self.meteor_p.kill()
             self.meteor_p.wait()
+            self._stderr.close()
 
     def __del__(self) -> None:
         self.close()
@@ -478,6 +548,10 @@ def _references(record: dict) -> list[str]:
     return [refs] if isinstance(refs, str) else list(refs)
 
 
+def _meteor_cut_count(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> int:
+    return sum(map(meteor_cuts, hyps)) + sum(meteor_cuts(r) for ref_list in refs for r in ref_list)
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -495,6 +569,13 @@ def _tool_versions() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError, IndexError):
         versions["java"] = None
     return versions
+
+
+RAW_TEXT_NOTE = (
+    "text raw: BLEU, ROUGE-L and CIDEr get every text exactly as given (only cut where a section heading "
+    "was); METEOR's jar reads one text per line with fields split by '|||', so it gets line breaks and "
+    "'|||' as spaces"
+)
 
 
 def score_records(
@@ -542,7 +623,8 @@ def score_records(
     if dropped:
         _say(f"scoring {len(kept)} studies once each: dropped {dropped} further view(s) of the same studies")
 
-    clean = normalize_report if normalize else squash_whitespace
+    # Raw: every text exactly as given (only cut where a section heading was), byte for byte.
+    clean = normalize_report if normalize else str
     empty_predictions = 0
     missing = {s: {"prediction": 0, "reference": 0} for s in ("findings", "impression")}
     texts = {s: ([], []) for s in SECTIONS}  # section -> (hyps, refs)
@@ -552,8 +634,8 @@ def score_records(
             empty_predictions += 1
             if empty_predictions <= 5:
                 _say(f"warning: {record.get('_where', f'record {i}')}: empty prediction (scored as empty)")
-        pred = parse_sections(record["prediction"])
-        refs = [parse_sections(r) for r in _references(record)]
+        pred = parse_sections(record["prediction"], keep_spacing=not normalize)
+        refs = [parse_sections(r, keep_spacing=not normalize) for r in _references(record)]
         texts["report"][0].append(clean(pred.body))
         texts["report"][1].append([clean(r.body) for r in refs])
         rows["report"].append(i - 1)
@@ -616,6 +698,7 @@ def score_records(
         "missing_findings": missing["findings"],
         "missing_impression": missing["impression"],
         "sections_scored": {s: len(texts[s][0]) for s in SECTIONS},
+        "meteor_texts_cut": {s: _meteor_cut_count(*texts[s]) for s in SECTIONS},
     }
     card["settings"] = {
         "normalize": normalize,
@@ -627,7 +710,8 @@ def score_records(
     }
     card["notes"] = [
         "corpus-level pycocoevalcap scores; SPICE left out (needs a download)",
-        f"text {'R2Gen-normalised' if normalize else 'raw (whitespace squashed)'}",
+        "text R2Gen-normalised" if normalize else RAW_TEXT_NOTE,
+        f"METEOR sees at most {METEOR_MAX_WORDS} words of a text (counts.meteor_texts_cut: texts cut)",
         "one line per study (first in file order)" if not per_image else "every line scored (per image)",
     ]
     if bootstrap:

@@ -27,6 +27,16 @@ REFERENCE_PROMPT_PREFIX = (
 )
 
 
+# What the reference's eval scripts append to every question at generation time (`question =
+# report['prompt'] + " The Findings ..."` in eval/llava_lora.py and eval/llava.py of
+# H1963977384/A-Fine-Tuned-LLaVA-Med-Framework-for-Automatic-Chest-X-ray-Report-Generation). Its
+# training prompts do not have it, so it is added at generation only, and only to reference entries.
+REFERENCE_EVAL_INSTRUCTION = (
+    " The Findings and Impression sections must be logically consistent. A finding cannot both be present "
+    "and absent. State each finding only once. Do not create looping or repetitive text."
+)
+
+
 def report_question(indication: str | None = None) -> str:
     """The clean protocol's question, with the clinical indication appended when given."""
     if indication:

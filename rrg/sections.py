@@ -10,6 +10,10 @@ A heading is the word findings/impression (singular or plural) at the start of t
 of a sentence (after . ; or whitespace) followed by ":" or a dash, or standing alone at the end of a
 line; an all-caps FINDINGS/IMPRESSION needs no colon at the start of a line or sentence.
 "No acute findings." is not a heading.
+
+By default each section and the body have their whitespace runs squashed to one space. With
+`keep_spacing` (raw scoring) the text is kept as given: a section is only stripped where a heading cut
+it, and a report without headings is its own body, byte for byte.
 """
 
 from __future__ import annotations
@@ -51,22 +55,22 @@ def section_pieces(text: str) -> list[tuple[str | None, str]]:
     return pieces
 
 
-def parse_sections(text: str) -> Sections:
+def parse_sections(text: str, keep_spacing: bool = False) -> Sections:
     """Find the Findings and Impression sections of a report (see the module docstring for the rules).
 
     A section named twice is the two bodies joined. Text before the first heading belongs to no
-    section but stays in `body`.
+    section but stays in `body`. keep_spacing: whitespace inside the text is kept as given.
     """
     pieces = section_pieces(text)
+    if keep_spacing and len(pieces) == 1:
+        return Sections(findings=None, impression=None, body=text)
+    tidy = str.strip if keep_spacing else _squash
     parts: dict[str, list[str]] = {}
     for key, content in pieces[1:]:
-        parts.setdefault(key, []).append(_squash(content))
+        parts.setdefault(key, []).append(tidy(content))
 
     def section(key: str) -> str | None:
         return " ".join(p for p in parts[key] if p) if key in parts else None
 
-    return Sections(
-        findings=section("findings"),
-        impression=section("impression"),
-        body=_squash(" ".join(content for _, content in pieces)),
-    )
+    body = " ".join(p for p in (tidy(content) for _, content in pieces) if p)
+    return Sections(findings=section("findings"), impression=section("impression"), body=body)

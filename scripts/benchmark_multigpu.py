@@ -270,8 +270,9 @@ def engine_available(engine: str) -> str | None:
 
 
 def train_phase(
-    cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, gpu_counts: list[int]
+    cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, gpu_counts: list[int], keep
 ) -> list[dict]:
+    """One launch per (engine, GPU count); keep(rows) after each, so a later failure loses nothing."""
     rows = []
     plan = [(1, "ddp")] if 1 in gpu_counts else []
     plan += [(n, e) for e in cfg.engines.split(",") for n in gpu_counts if n > 1]
@@ -290,6 +291,7 @@ def train_phase(
         if row["returncode"] == 0:
             row |= train_figures(out, cfg.warmup_steps, cfg.effective_batch)
         rows.append(row)
+        keep(rows)
         print(json.dumps({k: v for k, v in row.items() if k != "log"}), flush=True)
     baseline = next((r for r in rows if r["gpus"] == 1 and "samples_per_s" in r), None)
     for r in rows:
@@ -473,7 +475,7 @@ def main() -> None:
 
     phases = cfg.phases.split(",")
     if "train" in phases:
-        keep("train", train_phase(cfg, paths, workdir, gpu_counts))
+        keep("train", train_phase(cfg, paths, workdir, gpu_counts, lambda rows: keep("train", rows)))
     if "resume" in phases:
         keep("resume", resume_phase(cfg, paths, workdir, max(gpu_counts)))
     if "qlora" in phases and available >= 2:

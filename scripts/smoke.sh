@@ -52,9 +52,11 @@ PY
 python scripts/validate_labeler.py --data_dir "$OUT/iu_xray" --out "$OUT/labeler_validation.json" --samples 1
 
 step "tables and figures"
-python plot/make_tables.py --runs "$OUT/eval/scores.json:Smoke (tiny random model)" --out "$OUT/table"
+RUN="Smoke (tiny random model)"  # the run's name in the table and the figure's legend
+SPLIT="clean 7:1:2, 40-study sample (test)"  # the split report2json made above (a card does not name it)
+python plot/make_tables.py --runs "$OUT/eval/scores.json:$RUN:$SPLIT" --out "$OUT/table"
 python plot/training_curves.py "$OUT/lora" --out "$OUT/figures/training_curves.png"
-python plot/metrics.py "$OUT/eval/scores.json" --out "$OUT/figures/metrics.png"
+python plot/metrics.py "$OUT/eval/scores.json" --labels "$RUN" --out "$OUT/figures/metrics.png"
 python plot/dataset.py --data_dir "$OUT/data" --out "$OUT/figures/dataset.png"
 
 step "case browser and qualitative figure"

@@ -18,7 +18,7 @@ from rrg.io import InputError
 from rrg.model import load_adapter, load_base_model, load_processor
 from rrg.prompts import render_prompt
 from scripts.merge_lora import main as merge_main
-from tests.conftest import shared_path
+from conftest import shared_path
 
 RANK, ALPHA = 4, 8
 # The reference adapter's targets match by suffix: every LM projection, and CLIP's q/k/v (not out_proj).

@@ -23,7 +23,7 @@ from rrg.io import InputError
 from rrg.model import load_base_model, load_processor, resolve_model_path
 from rrg.prompts import render_prompt
 from rrg.tiny import IMAGE_TOKEN_ID, llava_med_config
-from tests.conftest import shared_path
+from conftest import shared_path
 
 REAL = "llava-med-v1.5-mistral-7b"
 

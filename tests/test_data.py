@@ -21,7 +21,7 @@ from rrg.data import (
 from rrg.entries import load_entries
 from rrg.io import InputError
 from rrg.prompts import REFERENCE_PROMPT_PREFIX, REPORT_QUESTION
-from tests.conftest import shared_path
+from conftest import shared_path
 
 # Files of the Kaggle folder that indiana_projections.csv does not list (the reference's report.csv has them).
 EXTRA_IMAGES = (

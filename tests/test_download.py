@@ -153,3 +153,17 @@ def test_kagglehub_not_installed(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         download(["--out", str(tmp_path / "iu_xray")])
     assert "--from-zip" in capsys.readouterr().err
+
+
+def test_undecodable_png_message_keeps_the_file_name_whole(tmp_path):
+    """PIL's message repeats the image's whole path; it was cut at 80 characters, mid-path."""
+    from rrg.download import PNG_SIGNATURE, check_png
+
+    folder = tmp_path / "a-long-folder-name-for-the-dataset" / "images" / "images_normalized"
+    folder.mkdir(parents=True)
+    image = folder / "1234_IM-0001-4001.dcm.png"
+    image.write_bytes(PNG_SIGNATURE + bytes(40))
+    assert (
+        check_png(image, quick=True)
+        == "UnidentifiedImageError: cannot identify image file '1234_IM-0001-4001.dcm.png'"
+    )

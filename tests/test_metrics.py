@@ -11,10 +11,13 @@ from conftest import shared_path
 from rrg.legacy_metrics import WORDNET_HINT, WordNetMissingError, legacy_scores, require_wordnet
 from rrg.metrics import (
     COCO_NAMES,
+    METEOR_MAX_WORDS,
     METRICS,
+    MeteorError,
     MeteorScorer,
     SectionScorer,
     corpus_scores,
+    meteor_text,
     normalize_report,
     resample_weights,
     score_records,
@@ -54,6 +57,23 @@ def test_reproduces_iu_xray_fixed_template():
     assert set(scores) == set(STANDARD)
     for metric in STANDARD:
         assert scores[metric] == pytest.approx(published[COCO_NAMES[metric]], abs=1e-9), metric
+
+
+def test_raw_scoring_is_byte_exact_and_reproduces_iu_xray_fixed_template(meteor):
+    """--no_normalize must hand the texts to the scorers as given: 34 of these references hold double
+    spaces, and pycocoevalcap's ROUGE-L splits on single spaces (squashed, ROUGE-L read 0.40053)."""
+    gts, res, published = _load(
+        "iu_xray_fixed_template", "test_refs.json", "test_result.json", "test_summary.json"
+    )
+    assert sum("  " in refs[0] for refs in gts.values()) == 34
+    records = [{"id": k, "prediction": res[k][0], "reference": gts[k]} for k in gts]
+    card = score_records(records, normalize=False, meteor=meteor)
+    for metric in STANDARD:
+        assert card["metrics"]["report"][metric] == pytest.approx(published[COCO_NAMES[metric]], abs=1e-9), (
+            metric
+        )
+    assert card["settings"]["normalize"] is False
+    assert any("exactly as given" in note for note in card["notes"])
 
 
 def test_resampled_statistics_equal_pycocoevalcap_on_the_resampled_corpus(meteor):
@@ -110,6 +130,22 @@ def test_normalize_report_is_r2gen_cleaning():
 def test_parse_sections(text, findings, impression):
     sections = parse_sections(text)
     assert (sections.findings, sections.impression) == (findings, impression)
+
+
+def test_parse_sections_keep_spacing_cuts_only_at_headings():
+    text = "Findings:\n the heart  is normal.\n Impression:  no acute  disease. "
+    sections = parse_sections(text, keep_spacing=True)
+    assert sections.findings == "the heart  is normal."
+    assert sections.impression == "no acute  disease."
+    assert sections.body == "the heart  is normal. no acute  disease."
+    assert parse_sections(" a  b\n", keep_spacing=True).body == " a  b\n"  # no heading: the text itself
+    assert parse_sections(text).body == "the heart is normal. no acute disease."
+
+
+def test_meteor_text_replaces_only_what_the_line_protocol_cannot_carry():
+    assert meteor_text("a  b\nc|||d\r\ne ") == "a  b c d  e "
+    long = " ".join(["effusion"] * (METEOR_MAX_WORDS + 5))
+    assert meteor_text(long) == " ".join(["effusion"] * METEOR_MAX_WORDS)
 
 
 def test_parse_sections_body_drops_headings_only():
@@ -271,3 +307,32 @@ def test_legacy_in_the_card(meteor):
         "B-1", "B-2", "B-3", "B-4", "METEOR", "ROUGE-1", "ROUGE-2", "ROUGE-L", "Precision", "Recall", "F1"
     }  # fmt: skip
     assert card["legacy"]["unparsed_predictions"] == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# METEOR's JVM: degenerate texts, a dead process
+
+NORMAL = "Findings: The heart size is normal. The lungs are clear. Impression: No acute disease."
+
+
+def test_degenerate_prediction_is_cut_for_meteor_and_counted(meteor):
+    """5,000 x "Effusion." (a model stuck in a loop) exhausted the jar's 2 GB heap after ~30 s
+    (OutOfMemoryError in Aligner.resolve); METEOR now sees its first METEOR_MAX_WORDS words."""
+    records = [{"id": str(i), "prediction": NORMAL, "reference": NORMAL} for i in range(7)]
+    records.append({"id": "7", "prediction": "Effusion. " * 5000, "reference": NORMAL})
+    card = score_records(records, meteor=meteor)
+    assert card["counts"]["meteor_texts_cut"] == {"report": 1, "findings": 0, "impression": 0}
+    assert 0 < card["metrics"]["report"]["METEOR"] < 1
+    normal = score_records(records[:7], meteor=meteor)
+    assert normal["counts"]["meteor_texts_cut"] == {"report": 0, "findings": 0, "impression": 0}
+
+
+def test_a_dead_jvm_is_one_line_error():
+    scorer = MeteorScorer()
+    scorer.meteor_p.kill()
+    scorer.meteor_p.wait()
+    with pytest.raises(MeteorError, match=r"METEOR's Java process .* died \(exit code -9\)"):
+        scorer.stats_many(["a b"], [["a b"]])
+    with pytest.raises(MeteorError, match="died"):
+        scorer.corpus_score(["1 2 3"])
+    scorer.close()  # no BrokenPipeError from the closed pipe

@@ -93,12 +93,19 @@ def test_bad_flag_is_a_usage_error(tmp_path, flag):
     assert result.returncode == 2 and "--bootstrap" in result.stderr
 
 
-def test_legacy_without_wordnet_is_one_line_with_the_install_command(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "error",
+    [
+        LookupError("Resource wordnet not found"),
+        OSError("No such file or directory: '/root/nltk_data/corpora/wordnet/lexnames'"),  # a partial copy
+    ],
+)
+def test_legacy_without_wordnet_is_one_line_with_the_install_command(tmp_path, monkeypatch, capsys, error):
     import nltk.corpus
 
     class NoWordNet:
         def ensure_loaded(self):
-            raise LookupError("Resource wordnet not found")
+            raise error
 
     monkeypatch.setattr(nltk.corpus, "wordnet", NoWordNet())
     sys.path.insert(0, str(SCRIPT.parent))
@@ -111,4 +118,63 @@ def test_legacy_without_wordnet_is_one_line_with_the_install_command(tmp_path, m
         score.main([str(path), "--legacy"])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "python -m nltk.downloader wordnet" in err
+    assert len(err.splitlines()) == 1 and "python scripts/install_wordnet.py" in err
+
+
+def _import_score():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import score
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return score
+
+
+def test_existing_card_is_kept_unless_overwrite(tmp_path, capsys):
+    score = _import_score()
+    path = _write(tmp_path / "preds.jsonl", [json.dumps(r) for r in GOOD])
+    for out, args in (
+        (tmp_path / "card.json", ["--out", str(tmp_path / "card.json")]),
+        (path.with_suffix(".scores.json"), []),
+    ):
+        out.write_text("an earlier card\n")
+        with pytest.raises(SystemExit) as exit_info:
+            score.main([str(path), *args])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
+        assert out.read_text() == "an earlier card\n"
+    score.main([str(path), "--out", str(tmp_path / "card.json"), "--overwrite"])
+    assert "metrics" in json.loads((tmp_path / "card.json").read_text())
+
+
+def test_non_utf8_file_is_one_line_naming_file_and_line(tmp_path):
+    path = tmp_path / "preds.jsonl"
+    bad = b'{"id": "x", "prediction": "caf\xe9", "reference": "a"}'  # Latin-1, not UTF-8
+    path.write_bytes(json.dumps(GOOD[0]).encode() + b"\n" + bad + b"\n")
+    result = _run(str(path), "--out", str(tmp_path / "scores.json"))
+    assert result.returncode == 1
+    column = bad.index(b"\xe9") + 1
+    assert result.stderr.strip() == (
+        f"error: {path}:2: not UTF-8 text (byte 0xe9 at column {column}); save the file as UTF-8"
+    )
+
+
+def test_a_jvm_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
+    """A JVM that dies (here: out of memory while loading, with an 8 MB heap) is one line, never a
+    BrokenPipeError traceback."""
+    import rrg.metrics
+
+    monkeypatch.setattr(rrg.metrics, "METEOR_HEAP", "8m")
+    score = _import_score()
+    path = _write(tmp_path / "preds.jsonl", [json.dumps(r) for r in GOOD])
+    with pytest.raises(SystemExit) as exit_info:
+        score.main([str(path), "--out", str(tmp_path / "card.json")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and err.strip().endswith(errors[0])
+    assert "METEOR's Java process (meteor-1.5.jar) died (exit code 1)" in errors[0]
+    assert "java.lang.OutOfMemoryError: Java heap space" in errors[0]
+    assert not (tmp_path / "card.json").exists()

@@ -1,0 +1,131 @@
+"""The eval run (rrg.evaluate) around generation: the reference protocol's eval prompt, and one run per
+output folder. Generation itself is replaced by a stand-in that records what it was asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rrg import evaluate, generate
+from rrg.collate import question_of
+from rrg.data import ReferenceEntry
+from rrg.entries import load_entries
+from rrg.io import append_jsonl, read_jsonl
+from rrg.prompts import REFERENCE_EVAL_INSTRUCTION
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_PROMPT = "You are a radiologist. Analyze ... Chief Complaint: normalChest pain."
+
+
+def _split(tmp_path: Path, shape: str) -> tuple[Path, Path]:
+    """Two single-image entries: our reference protocol's shape, the paper's own, or the clean one."""
+    images = tmp_path / "images"
+    images.mkdir()
+    records = []
+    for study in ("10", "11"):
+        name = f"{study}_IM-0001-1001.dcm.png"
+        Image.new("RGB", (8, 8)).save(images / name)
+        common = {"prompt": REFERENCE_PROMPT, "response": "Findings: lungs clear. Impression: normal."}
+        if shape == "reference":  # what data/report2json.py --protocol reference writes
+            entry = ReferenceEntry(id=f"{study}_0", study_id=study, images=[name], **common)
+            records.append({**entry.to_json(), "input_image": f"./images/images_normalized/{name}"})
+        elif shape == "paper":  # the reference repository's own files
+            records.append({**common, "input_image": f"./images/images_normalized/{name}"})
+        else:
+            records.append({"id": study, "images": [name], **common})
+    json_file = tmp_path / "test_report.json"
+    json_file.write_text(json.dumps(records))
+    return json_file, images
+
+
+@pytest.fixture
+def asked(monkeypatch) -> list[str]:
+    """Prompts generation was given; it writes a fixed report for each, and scoring is a stand-in."""
+    import rrg.metrics
+
+    prompts: list[str] = []
+
+    def fake_generate(model, processor, items, paths, out, identity, settings, num_workers=0):
+        prompts.extend(entry.prompt for entry, _ in items)
+        lines = [
+            generate.prediction_line(e, names, "Findings: x. Impression: y.", identity) for e, names in items
+        ]
+        append_jsonl(out, *lines)
+
+    monkeypatch.setattr(evaluate, "load_for_eval", lambda config: (None, None))
+    monkeypatch.setattr(evaluate, "generate_predictions", fake_generate)
+    monkeypatch.setattr(rrg.metrics, "score_records", lambda records, **kw: {"metrics": {}, "counts": {}})
+    monkeypatch.setattr(rrg.metrics, "format_card", lambda card: "card")
+    return prompts
+
+
+def _args(json_file: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--json_file",
+        str(json_file),
+        "--image_dir",
+        str(images),
+        "--out",
+        str(out),
+        "--num_workers",
+        "0",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("shape", ["reference", "paper"])
+def test_reference_entries_are_asked_with_the_papers_eval_instruction(tmp_path, asked, shape):
+    json_file, images = _split(tmp_path, shape)
+    out = tmp_path / "run" / "predictions.jsonl"
+    evaluate.main(_args(json_file, images, out))
+    assert asked == [REFERENCE_PROMPT + REFERENCE_EVAL_INSTRUCTION] * 2
+    assert REFERENCE_EVAL_INSTRUCTION.startswith(" The Findings and Impression sections must be logically")
+    assert [r["prompt"] for r in read_jsonl(out)] == asked  # the lines say what was asked
+    # Training reads the same file without it, as the reference trained.
+    assert {question_of(e) for e in load_entries(json_file)} == {REFERENCE_PROMPT}
+
+
+def test_other_protocols_are_asked_their_prompt_unchanged(tmp_path, asked):
+    json_file, images = _split(tmp_path, "clean")
+    evaluate.main(_args(json_file, images, tmp_path / "run" / "predictions.jsonl"))
+    assert asked == [REFERENCE_PROMPT] * 2
+
+
+def test_resume_refuses_lines_asked_with_another_prompt(tmp_path, asked, capsys):
+    """Predictions made before the instruction was added are not continued as if they were this run's."""
+    json_file, images = _split(tmp_path, "reference")
+    out = tmp_path / "run" / "predictions.jsonl"
+    evaluate.main(_args(json_file, images, out, "--limit", "1"))
+    line = read_jsonl(out)[0]
+    out.write_text(json.dumps({**line, "prompt": REFERENCE_PROMPT}) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(_args(json_file, images, out, "--resume"))
+    assert exit_info.value.code == 1
+    assert f"{out}:1: made with another prompt" in capsys.readouterr().err
+
+
+def test_a_second_eval_into_the_same_folder_fails_naming_the_holder(tmp_path, asked, capsys):
+    json_file, images = _split(tmp_path, "clean")
+    out = tmp_path / "run" / "predictions.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom rrg.lock import output_lock\n"
+         f"with output_lock({str(out.parent)!r}, 'eval'):\n    print('ready', flush=True)\n    sys.stdin.read()"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main(_args(json_file, images, out))
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"(pid {holder.pid})" in err and str(out.parent) in err
+        assert asked == [] and not out.exists()  # nothing generated, nothing written
+    finally:
+        holder.communicate("", timeout=30)
+    evaluate.main(_args(json_file, images, out))  # free again once the holder has finished
+    assert len(read_jsonl(out)) == 2
