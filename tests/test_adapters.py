@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import shared_path
 from peft import LoraConfig, PeftModel, get_peft_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -18,7 +19,6 @@ from rrg.io import InputError
 from rrg.model import load_adapter, load_base_model, load_processor
 from rrg.prompts import render_prompt
 from scripts.merge_lora import main as merge_main
-from conftest import shared_path
 
 RANK, ALPHA = 4, 8
 # The reference adapter's targets match by suffix: every LM projection, and CLIP's q/k/v (not out_proj).

@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_path
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import CLIPVisionConfig, CLIPVisionModel, MistralConfig, MistralForCausalLM
@@ -23,7 +24,6 @@ from rrg.io import InputError
 from rrg.model import load_base_model, load_processor, resolve_model_path
 from rrg.prompts import render_prompt
 from rrg.tiny import IMAGE_TOKEN_ID, llava_med_config
-from conftest import shared_path
 
 REAL = "llava-med-v1.5-mistral-7b"
 

@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import shared_path
 from PIL import Image
 
 from rrg.data import (
@@ -21,7 +22,6 @@ from rrg.data import (
 from rrg.entries import load_entries
 from rrg.io import InputError
 from rrg.prompts import REFERENCE_PROMPT_PREFIX, REPORT_QUESTION
-from conftest import shared_path
 
 # Files of the Kaggle folder that indiana_projections.csv does not list (the reference's report.csv has them).
 EXTRA_IMAGES = (

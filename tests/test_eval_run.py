@@ -50,7 +50,7 @@ def asked(monkeypatch) -> list[str]:
 
     prompts: list[str] = []
 
-    def fake_generate(model, processor, items, paths, out, identity, settings, num_workers=0):
+    def fake_generate(model, processor, items, paths, out, identity, settings, num_workers=0, progress=True):
         prompts.extend(entry.prompt for entry, _ in items)
         lines = [
             generate.prediction_line(e, names, "Findings: x. Impression: y.", identity) for e, names in items
