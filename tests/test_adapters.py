@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import shared_path  # tests/ is on sys.path under pytest
 from peft import LoraConfig, PeftModel, get_peft_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -18,7 +19,6 @@ from rrg.io import InputError
 from rrg.model import load_adapter, load_base_model, load_processor
 from rrg.prompts import render_prompt
 from scripts.merge_lora import main as merge_main
-from tests.conftest import shared_path
 
 RANK, ALPHA = 4, 8
 # The reference adapter's targets match by suffix: every LM projection, and CLIP's q/k/v (not out_proj).
@@ -147,3 +147,24 @@ def test_merge_lora_writes_a_standalone_model(converted, reference_adapter, batc
     assert not any("lora" in name for name, _ in merged.named_parameters())
     torch.testing.assert_close(logits_of(merged, batch), expected, atol=1e-5, rtol=1e-5)
     assert load_processor(str(out)).tokenizer.convert_tokens_to_ids("<image>") == 32000
+
+
+@pytest.mark.parametrize("change", ["every key renamed", "half the keys dropped"])
+def test_project_adapter_with_wrong_keys_is_an_error_naming_them(tiny_model_dir, tmp_path, change):
+    """peft alone only warns ("Found missing adapter keys") and runs with zero or partial LoRA weights."""
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], task_type="CAUSAL_LM")
+    get_peft_model(load_base_model(str(tiny_model_dir)), config).save_pretrained(tmp_path / "adapter")
+    load_adapter(load_base_model(str(tiny_model_dir)), str(tmp_path / "adapter"))  # intact: loads
+
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    if change == "every key renamed":
+        state = {k.replace("self_attn", "attention").replace("mlp.", "ffn."): v for k, v in state.items()}
+        named = sorted(state)[0]  # a key that matches no module
+    else:
+        keys = sorted(state)
+        named = keys[1]  # a weight the config's modules need, missing from the file
+        state = {k: state[k] for k in keys[::2]}
+    save_file(state, str(weights))
+    with pytest.raises(InputError, match=re.escape(named)):
+        load_adapter(load_base_model(str(tiny_model_dir)), str(tmp_path / "adapter"))
