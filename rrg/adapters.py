@@ -39,14 +39,14 @@ def adapter_weights_file(lora_path: Path) -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or (pickle-free) .bin file."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt file or non-tensor pickle: same message
-        raise InputError(f"{path}: cannot read adapter weights ({e})") from e
+    except Exception as e:  # noqa: BLE001 - truncated, corrupt, or a non-tensor pickle: same message
+        raise InputError(f"{path}: cannot read adapter weights ({type(e).__name__}: {e})") from None
 
 
 def is_reference_format(keys) -> bool:

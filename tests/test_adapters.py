@@ -168,3 +168,12 @@ def test_project_adapter_with_wrong_keys_is_an_error_naming_them(tiny_model_dir,
     save_file(state, str(weights))
     with pytest.raises(InputError, match=re.escape(named)):
         load_adapter(load_base_model(str(tiny_model_dir)), str(tmp_path / "adapter"))
+
+
+def test_truncated_adapter_file_is_one_line_naming_it(tiny_model_dir, tmp_path):
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    get_peft_model(load_base_model(str(tiny_model_dir)), config).save_pretrained(tmp_path / "adapter")
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(InputError, match=re.escape(f"{weights}: cannot read adapter weights")):
+        load_adapter(load_base_model(str(tiny_model_dir)), str(tmp_path / "adapter"))
