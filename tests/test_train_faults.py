@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import shutil
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -141,13 +145,32 @@ def test_rotation_keeps_other_runs_checkpoints(tmp_path):
     assert [C.checkpoint_step(p) for p in C.list_checkpoints(tmp_path)] == [2, 3, 5, 6, 9, 28, 30]
 
 
-def test_resume_after_a_kill_before_the_first_checkpoint_starts_with_an_empty_log(tiny_model_dir, tmp_path):
-    write_split(tmp_path, REPORTS)
-    out = run_training(tiny_model_dir, tmp_path, *SHORT, "--stop_after_steps", "2")
-    shutil.rmtree(out / "checkpoints")  # as if killed after step 2, before any checkpoint was written
-    assert train_steps(out) == [1, 2]
+def test_sigkill_before_the_first_checkpoint_then_resume(tiny_model_dir, tmp_path):
+    """A real kill -9 mid-epoch, before the epoch-end checkpoint: --resume starts over with an empty log."""
+    write_split(tmp_path, REPORTS * 6)  # 30 steps of one sample; the first checkpoint at the epoch's end
+    args = [
+        "--model_path", str(tiny_model_dir), "--json_file", str(tmp_path / "split.jsonl"),
+        "--image_dir", str(tmp_path / "images"), "--output_dir", str(tmp_path / "out"),
+        "--lora_r", "8", "--lora_alpha", "16", "--num_workers", "0", "--seed", "3", "--batch_size", "1",
+        *SHORT,
+    ]  # fmt: skip
+    repo = Path(train_lora.__file__).parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    process = subprocess.Popen([sys.executable, str(repo / "train_lora.py"), *args], env=env, cwd=repo,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    log = tmp_path / "out" / "train_log.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        while not (log.exists() and len(log.read_text().splitlines()) >= 2) and process.poll() is None:
+            assert time.monotonic() < deadline, "no log line in 300 s"
+            time.sleep(0.02)
+    finally:
+        process.kill()  # SIGKILL
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert C.list_checkpoints(tmp_path / "out") == [] and train_steps(tmp_path / "out")[:2] == [1, 2]
     out = run_training(tiny_model_dir, tmp_path, *SHORT, "--resume")
-    assert train_steps(out) == [1, 2, 3, 4, 5]  # step 1 once
+    assert train_steps(out) == list(range(1, 31))
 
 
 # --------------------------------------------------------------------------- the lock (item 13)
