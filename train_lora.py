@@ -377,16 +377,17 @@ def make_loader(dataset, batches, collator, cfg: TrainConfig, pin_memory: bool):
 def main_process_decides(accelerator: Accelerator, decide: Callable[[], R]) -> R:
     """Run `decide` on the main process only and hand its result to every rank.
 
-    An InputError there stops every rank: the main process raises it (one line), the others exit with
-    status 1 without repeating it. No rank is left waiting in a collective the main process never reaches.
+    An error there stops every rank: the main process raises it (an InputError is one line), the others
+    exit with status 1 without repeating it. No rank is left waiting in a collective the main process
+    never reaches.
     """
     result, error = None, None
     if accelerator.is_main_process:
         try:
             result = decide()
-        except InputError as e:
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks are told
             error = e
-    message = str(error) if error else None
+    message = f"{type(error).__name__}: {error}" if error else None
     if accelerator.num_processes > 1:
         shared = [result, message]
         broadcast_object_list(shared)
@@ -498,15 +499,11 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
     model = build_model(cfg, accelerator)
     optimizer = T.build_optimizer(model, cfg.lr, cfg.weight_decay, accelerator)
     masters = isinstance(optimizer, MasterWeightAdamW)
-    if (
-        is_main
-        and not masters
-        and any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad)
-    ):
-        print(
+    low_precision = any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad)
+    if is_main and low_precision and not masters and accelerator.distributed_type.name != "DEEPSPEED":
+        print(  # DeepSpeed keeps fp32 masters itself (bf16 in its config); FSDP does not
             f"warning: under {accelerator.distributed_type.name} the LoRA weights are updated in "
-            f"{model_dtype(cfg.dtype)} without fp32 master weights (DeepSpeed keeps its own); "
-            "small updates may round away"
+            f"{model_dtype(cfg.dtype)} without fp32 master weights; small updates may round away"
         )
     scheduler = T.build_scheduler(optimizer, cfg.lr_scheduler, total_steps, cfg.warmup_ratio)
     # The scheduler is stepped by hand once per optimizer step (accelerate would step it per process).
