@@ -531,11 +531,12 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
 
     def check_window(values: dict | None = None) -> None:
         """Stop if a step since the last check had a non-finite loss or gradient norm (reads the GPU)."""
-        rows = None if values is not None else window.rows()
-        first = values["first_nonfinite"] if values is not None else window.first_nonfinite(rows)
-        if first is not None:
-            steps = values["steps"] if values is not None else len(rows)
-            stop(state.step - steps + 1 + first, "the loss or the gradient norm is not finite")
+        if values is None:  # not at a log line: read the window without ending it
+            rows = window.rows()
+            values = {"steps": len(rows), "first_nonfinite": window.first_nonfinite(rows)}
+        if values["first_nonfinite"] is not None:
+            first_step = state.step - values["steps"] + 1 + values["first_nonfinite"]
+            stop(first_step, "the loss or the gradient norm is not finite")
 
     def check_weights() -> None:
         if not T.weights_finite(model, accelerator):

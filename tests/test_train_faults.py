@@ -252,12 +252,13 @@ def test_no_intact_checkpoint_is_one_line_naming_it(tiny_model_dir, tmp_path, ca
 # --------------------------------------------------------------------------- non-finite values (item 15)
 
 
-@pytest.mark.parametrize("logging_steps, save_steps, last_good", [(1, 1, "step-000002"), (4, 0, "none")])
+@pytest.mark.parametrize("caught_at", ["log line of step 3", "log line of step 4", "validation at step 3"])
 def test_a_nan_loss_stops_training_naming_the_step_and_the_last_good_checkpoint(
-    tiny_model_dir, tmp_path, capsys, monkeypatch, logging_steps, save_steps, last_good
+    tiny_model_dir, tmp_path, capsys, monkeypatch, caught_at
 ):
-    """From the third micro-batch on the loss is NaN (batch 1, no accumulation: step 3). With a log line
-    every 4 steps the NaN is caught at step 4's line, and still named as step 3."""
+    """From the third micro-batch on the loss is NaN (batch 1, no accumulation: step 3). It is caught where
+    the loss is read anyway: at a log line (every step, or every 4: still named as step 3), or before a
+    validation between log lines (no best/ adapter of NaN weights)."""
     compute_loss, calls = T.compute_loss, []
 
     def nan_from_step_3(model, batch):
@@ -266,18 +267,23 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_good_checkpoint(
         return (loss_sum * float("nan") if len(calls) >= 3 else loss_sum), n
 
     monkeypatch.setattr(T, "compute_loss", nan_from_step_3)
-    write_split(tmp_path, REPORTS)
-    args = (*SHORT, "--logging_steps", str(logging_steps), "--save_steps", str(save_steps))
-    refused(tiny_model_dir, tmp_path, *args)
+    split = write_split(tmp_path, REPORTS)
+    args = {
+        "log line of step 3": ["--save_steps", "1"],
+        "log line of step 4": ["--logging_steps", "4"],
+        "validation at step 3": ["--logging_steps", "4", "--val_json", str(split), "--eval_steps", "3"],
+    }[caught_at]
+    refused(tiny_model_dir, tmp_path, *SHORT, *args)
     line = error_line(capsys)
-    assert line.startswith("error: step 3: the loss or the gradient norm is not finite")
-    last = last_good if last_good == "none" else str(tmp_path / "out" / "checkpoints" / last_good)
-    assert f"Last good checkpoint: {last}" in line
+    assert line.startswith("error: step 3: the loss or the gradient norm is not finite; training stopped")
     out = tmp_path / "out"
-    assert not (out / "final").exists()
+    checkpoints = [1, 2] if caught_at == "log line of step 3" else []
+    last = out / "checkpoints" / "step-000002" if checkpoints else "none"
+    assert f"Last good checkpoint: {last}" in line
+    assert not (out / "final").exists() and not (out / "best").exists()
     log = read_log(out) if (out / "train_log.jsonl").exists() else []  # logging every 4 steps: none yet
-    assert [r["step"] for r in log] == list(range(1, 3 if logging_steps == 1 else 1))  # no NaN line
-    assert [C.checkpoint_step(c) for c in C.list_checkpoints(out)] == ([1, 2] if save_steps else [])
+    assert [r["step"] for r in log] == checkpoints  # no line of a NaN step
+    assert [C.checkpoint_step(c) for c in C.list_checkpoints(out)] == checkpoints
 
 
 def test_non_finite_weights_are_never_saved(tiny_model_dir, tmp_path, capsys):
