@@ -8,25 +8,32 @@ Resume:     the same command plus --resume (newest checkpoint in output_dir) or 
 --batch_size is the per-device micro-batch; the effective batch is
 batch_size x gradient_accumulation_steps x number of processes (printed at start).
 
-output_dir/
-    train_config.json           resolved configuration (+ world size, steps, dataset sizes)
+output_dir/ (one run each: a second run into it is refused while one holds its lock, and a new run
+refuses a folder with a previous run in it unless given --resume or --overwrite)
+    train_config.json           resolved configuration (+ world size, steps, dataset sizes, fingerprint)
     train_log.jsonl             {"type": "train", step, epoch, loss, lr, grad_norm, samples_per_s, tokens_per_s,
                                 elapsed_s} / {"type": "eval", step, epoch, val_loss}, one line per event
-    checkpoints/step-XXXXXX/    adapter + optimizer.pt, scheduler.pt, rng.pt, state.json (for --resume)
+    checkpoints/step-XXXXXX/    adapter + optimizer.pt (with the fp32 master weights), scheduler.pt, rng.pt,
+                                state.json (the run's fingerprint, every file's sha256) for --resume
     best/                       adapter with the lowest validation loss (when --val_json is given)
     final/                      adapter at the end of training
+A non-finite loss, gradient norm or weight stops training with the step and the last good checkpoint.
 Adapters are PEFT folders: rrg.model.load_adapter(model, "lora_weight/final") or PeftModel.from_pretrained.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, NoReturn, TypeVar
 
 # Batches of varying length near the memory limit fragment PyTorch's caching allocator; every
 # cudaFree it then needs stalls the GPU (measured on an H100: 10.2 -> 11.8 samples/s at micro-batch 8).
@@ -39,94 +46,222 @@ from accelerate.utils import broadcast_object_list, set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 from transformers import AutoConfig, HfArgumentParser  # noqa: E402
 
+from rrg import checkpoints as C  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.cli import exits_on_input_error  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, eval_batches, length_grouped_batches  # noqa: E402
 from rrg.io import InputError, append_jsonl, atomic_write_json  # noqa: E402
+from rrg.lock import output_lock  # noqa: E402
 from rrg.model import load_base_model, load_processor, resolve_model_path  # noqa: E402
+from rrg.optim import MasterWeightAdamW  # noqa: E402
 from rrg.processor import image_token_id, tokens_per_image  # noqa: E402
 
 # LoRA on the Mistral decoder only. A bare ["q_proj", ...] list would also match CLIP's q/k/v/out
 # projections (the reference adapter did exactly that), adapting the frozen vision tower by accident.
 LANGUAGE_MODEL_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+R = TypeVar("R")
+
+
+def arg(default, help: str):
+    """A TrainConfig field: its default, and the one-line help `--help` prints (with the default)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
+    """Every field is a flag (`--name VALUE`; booleans `--name` / `--no_name`)."""
+
     # data
-    model_path: str = "microsoft/llava-med-v1.5-mistral-7b"
-    json_file: str = "data/train_report.json"
-    image_dir: str = "data/images"
-    val_json: str = ""  # validation split: val loss every --eval_steps, best/ adapter kept
-    output_dir: str = "lora_weight"
-    views: str = "first"  # first | all: how many of an entry's images go into its prompt
-    max_length: int = 2048  # tokens per sample (image tokens included); longer reports lose their tail
-    skip_bad: bool = False  # skip (and count) entries with missing/unreadable images instead of stopping
+    model_path: str = arg(
+        "microsoft/llava-med-v1.5-mistral-7b",
+        "Base model: the original LLaVA-Med checkpoint (converted once, cached) or an HF Llava folder / Hub id.",
+    )
+    json_file: str = arg("data/train_report.json", "Training split (JSON array or JSONL of entries).")
+    image_dir: str = arg("data/images", "Folder the entries' image names are looked up in.")
+    val_json: str = arg("", "Validation split: val loss every --eval_steps and a best/ adapter ('': none).")
+    output_dir: str = arg(
+        "lora_weight", "Run folder: train_config.json, train_log.jsonl, checkpoints/, best/, final/."
+    )
+    views: Literal["first", "all"] = arg("first", "How many of an entry's images go into its prompt.")
+    max_length: int = arg(2048, "Tokens per sample, image tokens included; longer reports lose their tail.")
+    skip_bad: bool = arg(
+        False,
+        "Skip (and count, in train_log.jsonl) entries with missing or unreadable images instead of stopping.",
+    )
     # optimisation
-    epochs: int = 10
-    max_steps: int = 0  # > 0: stop after this many optimizer steps (and size the schedule to it)
+    epochs: int = arg(10, "Passes over the training split (unless --max_steps is set).")
+    max_steps: int = arg(0, "> 0: stop after this many optimizer steps, and size the schedule to them.")
     # Per-device micro-batch x accumulation = 64 samples per step, the reference's effective batch.
     # Micro-batch 8, compiled, no checkpointing was the fastest setting on an H100 (22.1 samples/s,
     # 36.5 GiB; results/benchmark-h100.json). Less memory: --gradient_checkpointing --batch_size 16
     # --gradient_accumulation_steps 4 (13.5 samples/s, 22.5 GiB, an earlier session; with --load_in_4bit
     # 14.1 samples/s, 13.2 GiB).
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 8
-    lr: float = 2e-4
-    # any transformers.get_scheduler name: cosine, linear, constant_with_warmup, ...
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # <= 0: no clipping (the norm is still logged)
-    seed: int = 42
+    batch_size: int = arg(
+        8, "Micro-batch per device; the effective batch is this x --gradient_accumulation_steps x processes."
+    )
+    gradient_accumulation_steps: int = arg(8, "Micro-batches per optimizer step (8 x 8 = the paper's 64).")
+    lr: float = arg(2e-4, "Peak learning rate (AdamW; fp32 master weights when the model is bf16).")
+    lr_scheduler: str = arg(
+        "cosine", "Any transformers.get_scheduler name: cosine, linear, constant_with_warmup, ..."
+    )
+    warmup_ratio: float = arg(0.03, "Share of the steps spent warming the learning rate up from 0.")
+    weight_decay: float = arg(0.0, "AdamW weight decay (not on 1-D parameters).")
+    max_grad_norm: float = arg(
+        1.0, "Clip the gradient norm to this; <= 0: no clipping (the norm is still logged)."
+    )
+    seed: int = arg(42, "Seed of the weights' init, the sample order and dropout.")
     # LoRA
-    lora_r: int = 64
-    lora_alpha: int = 128
+    lora_r: int = arg(64, "LoRA rank.")
+    lora_alpha: int = arg(128, "LoRA alpha (the update is scaled by alpha / r).")
     # 0.0 by default: dropout > 0 makes peft run every LoRA input through a dropout (an extra activation
     # kept for backward in each of the 224 adapted layers), which costs 15-40% step time and memory.
-    lora_dropout: float = 0.0
-    target_modules: str = LANGUAGE_MODEL_TARGETS  # regex (full match) or comma-separated module names
-    train_projector: bool = False  # also train (and save) the vision->text projector
+    lora_dropout: float = arg(0.0, "LoRA dropout; > 0 costs 15-40%% step time and memory.")
+    # A bare ["q_proj", ...] list would also match CLIP's q/k/v projections (the reference adapter did).
+    target_modules: str = arg(
+        LANGUAGE_MODEL_TARGETS, "Modules that get LoRA: a regex (full match) or comma-separated names."
+    )
+    train_projector: bool = arg(False, "Also train (and save) the vision-to-text projector.")
     # model / speed
-    load_in_4bit: bool = False  # QLoRA: nf4 base weights (CUDA only)
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float16 | float32
-    attn_implementation: str = "sdpa"
-    gradient_checkpointing: bool = False  # trades ~30% speed for much less activation memory
+    load_in_4bit: bool = arg(False, "QLoRA: nf4 base weights (CUDA only).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = arg(
+        "auto", "Model weights' dtype; auto: bf16 on a GPU, fp32 on the CPU."
+    )
+    attn_implementation: str = arg("sdpa", "transformers attention implementation (sdpa, eager, ...).")
+    gradient_checkpointing: bool = arg(
+        False, "Recompute activations in backward: ~30%% slower, far less memory."
+    )
     # torch.compile each decoder layer (one graph shared by all 32) on a GPU, single-process or DDP:
     # fuses the memory-bound elementwise work around the matmuls (eager 16.8 -> 22.1 samples/s at
     # micro-batch 8 on an H100). The first micro-batch pays the compilation (~1.5 min); the first validation
-    # compiles its no-grad graphs (not timed). --no_compile: eager.
-    compile: bool = True
-    # With --compile and without --gradient_checkpointing: the share of activation memory kept for
-    # backward (1.0: what the compiler keeps anyway). The compiler recomputes the cheapest ops (norms,
-    # activations) first. 0.7 took compiled micro-batch 8 from 45.7 to 34.9 GiB on an H100.
-    # It sets torch._functorch.config.activation_memory_budget, a process-wide setting.
-    activation_memory_budget: float = 0.7
-    num_workers: int = 4  # DataLoader workers (image loading and preprocessing)
+    # compiles its no-grad graphs (not timed).
+    compile: bool = arg(
+        True,
+        "torch.compile each decoder layer on a GPU (one process or DDP): 16.8 -> 22.1 samples/s on an H100.",
+    )
+    # The compiler recomputes the cheapest ops (norms, activations) first. 0.7 took compiled
+    # micro-batch 8 from 45.7 to 34.9 GiB on an H100. It sets the process-wide
+    # torch._functorch.config.activation_memory_budget.
+    activation_memory_budget: float = arg(
+        0.7,
+        "With --compile, no checkpointing: share of activation memory kept for backward (1.0: all the compiler keeps).",
+    )
+    num_workers: int = arg(4, "DataLoader workers (image loading and preprocessing).")
     # checkpoints, evaluation, logging
-    save_steps: int = 0  # checkpoint every N optimizer steps (0: only at epoch ends)
-    save_total_limit: int = 2  # keep the newest N step checkpoints (0: all)
-    eval_steps: int = 0  # validation every N optimizer steps (0: at epoch ends)
-    eval_batch_size: int = 0  # 0: --batch_size
+    save_steps: int = arg(0, "Checkpoint every N optimizer steps (0: only at epoch ends).")
+    save_total_limit: int = arg(2, "Keep this run's newest N step checkpoints (0: all).")
+    eval_steps: int = arg(0, "Validation every N optimizer steps (0: at epoch ends).")
+    eval_batch_size: int = arg(0, "Validation micro-batch (0: --batch_size).")
     # A log line reads the loss back from the GPU (a wait for it); steps in between never do. On an H100
     # one line per step cost nothing measurable: 22.07 samples/s vs 22.10 with one per 10 steps.
-    logging_steps: int = 1
-    report_to: str = "none"  # none | tensorboard (under output_dir/tensorboard)
-    resume: str = ""  # "latest" (bare --resume) or a checkpoint folder
-    stop_after_steps: int = 0  # checkpoint and exit after N optimizer steps, as if killed (time-boxed jobs)
+    logging_steps: int = arg(
+        1,
+        "A train_log.jsonl line (and a finite-loss check) every N steps, before checkpoints and validations.",
+    )
+    report_to: Literal["none", "tensorboard"] = arg(
+        "none", "Also log to TensorBoard (output_dir/tensorboard)."
+    )
+    resume: str = arg(
+        "",
+        "Continue a run: bare --resume = the newest intact checkpoint in output_dir, or a checkpoint folder "
+        "(its settings must match).",
+    )
+    overwrite: bool = arg(
+        False,
+        "Start over in an output_dir that holds a run: delete its train_config.json, train_log.jsonl, "
+        "checkpoints/, best/, final/, tensorboard/ (nothing else).",
+    )
+    stop_after_steps: int = arg(
+        0, "Checkpoint and exit after N optimizer steps, as if killed (time-boxed jobs)."
+    )
+
+
+# Settings that do not change what is trained (where, how fast, how often it is written or logged), left
+# out of the run's fingerprint: a run may be resumed with other values of these. compile, attention and
+# checkpointing change only the arithmetic's order. json_file/val_json enter by their content's sha256
+# (a moved copy is the same data; a re-generated split is not); image_dir and the images do not: the
+# split file names every image, and hashing ~7,000 PNGs at every start costs more than it guards.
+NOT_FINGERPRINTED = (
+    "output_dir",
+    "json_file",
+    "val_json",
+    "image_dir",
+    "attn_implementation",
+    "gradient_checkpointing",
+    "compile",
+    "activation_memory_budget",
+    "num_workers",
+    "save_steps",
+    "save_total_limit",
+    "eval_batch_size",
+    "logging_steps",
+    "report_to",
+    "resume",
+    "overwrite",
+    "stop_after_steps",
+)
+
+
+def run_fingerprint(cfg: TrainConfig, accelerator: Accelerator) -> dict:
+    """The settings that change the result (every TrainConfig field not in NOT_FINGERPRINTED, the split
+    files' sha256, the resolved dtype, the number and kind of processes), and their digest."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+    settings["dtype"] = str(model_dtype(cfg.dtype)).removeprefix("torch.")
+    for name in ("json_file", "val_json"):
+        path = getattr(cfg, name)
+        if path and not Path(path).is_file():
+            raise InputError(f"{path}: file not found (--{name})")
+        settings[f"{name}_sha256"] = C.file_sha256(path) if path else None
+    settings["world_size"] = accelerator.num_processes
+    settings["distributed_type"] = accelerator.distributed_type.name
+    return C.fingerprint(settings)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every flag's default after its help."""
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        return text.replace("%(default)s", "''") if action.default == "" else text
+
+
+class Switch(argparse.Action):
+    """A boolean flag read as `--name` (on) / `--no_name` (off)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        name = option_strings[0].removeprefix("--")
+        super().__init__([f"--{name}", f"--no_{name}"], dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, not option_string.startswith("--no_"))
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
+class ConfigParser(HfArgumentParser):
+    """HfArgumentParser (a flag per field, help from the field's metadata), booleans as Switch."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser, field):
+        if field.type is bool:
+            parser.add_argument(f"--{field.name}", action=Switch, default=field.default, **field.metadata)
+        else:
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+
+def build_parser() -> ConfigParser:
+    return ConfigParser(TrainConfig, description=__doc__, formatter_class=HelpFormatter)
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     argv = list(sys.argv[1:] if argv is None else argv)
-    for i, arg in enumerate(argv):  # a bare `--resume` means `--resume latest`
-        if arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+    for i, arg_ in enumerate(argv):  # a bare `--resume` means `--resume latest`
+        if arg_ == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
             argv.insert(i + 1, "latest")
             break
-    (config,) = HfArgumentParser(TrainConfig).parse_args_into_dataclasses(args=argv)
-    if config.views not in ("first", "all"):
-        raise InputError(f"--views must be 'first' or 'all', got {config.views!r}")
-    if config.report_to not in ("none", "tensorboard"):
-        raise InputError(f"--report_to must be 'none' or 'tensorboard', got {config.report_to!r}")
+    (config,) = build_parser().parse_args_into_dataclasses(args=argv)
+    if config.resume and config.overwrite:
+        raise InputError("--resume continues the run in output_dir, --overwrite deletes it: pass one of them")
     return config
 
 
@@ -236,6 +371,63 @@ def make_loader(dataset, batches, collator, cfg: TrainConfig, pin_memory: bool):
     )
 
 
+# --------------------------------------------------------------------------- the run folder
+
+
+def main_process_decides(accelerator: Accelerator, decide: Callable[[], R]) -> R:
+    """Run `decide` on the main process only and hand its result to every rank.
+
+    An error there stops every rank: the main process raises it (an InputError is one line), the others
+    exit with status 1 without repeating it. No rank is left waiting in a collective the main process
+    never reaches.
+    """
+    result, error = None, None
+    if accelerator.is_main_process:
+        try:
+            result = decide()
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks are told
+            error = e
+    message = f"{type(error).__name__}: {error}" if error else None
+    if accelerator.num_processes > 1:
+        shared = [result, message]
+        broadcast_object_list(shared)
+        result, message = shared
+    if error is not None:
+        raise error
+    if message is not None:
+        raise SystemExit(1)
+    return result
+
+
+def prepare_output_dir(cfg: TrainConfig, fingerprint: dict) -> str | None:
+    """Main process, under the output lock: the checkpoint to resume from (verified, with this run's
+    fingerprint), or None to start from scratch; the folder's previous run refused, cleared or cut back."""
+    output_dir = Path(cfg.output_dir)
+    found = C.previous_run(output_dir)
+    if cfg.overwrite:
+        if found:
+            print(f"--overwrite: deleting the previous run in {output_dir} ({', '.join(found)})")
+        C.clear_run(output_dir)
+        return None
+    if not cfg.resume:
+        if found:
+            raise InputError(
+                f"{output_dir}: holds a previous run ({', '.join(found)}); "
+                "pass --resume to continue it or --overwrite to start over"
+            )
+        return None
+    C.check_run_config(output_dir, fingerprint)
+    checkpoint = C.find_checkpoint(cfg.resume, output_dir)
+    if checkpoint is None:
+        print(f"--resume: no checkpoint in {output_dir / 'checkpoints'}; starting from scratch")
+        C.clear_run(output_dir)  # the killed run's log lines and adapters
+        return None
+    path, record = checkpoint
+    C.check_fingerprint(record["fingerprint"], fingerprint, path)
+    C.truncate_log(output_dir / "train_log.jsonl", record["state"]["step"])
+    return str(path)
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -245,10 +437,21 @@ def main(argv: list[str] | None = None) -> None:
     accelerator = Accelerator(
         log_with="tensorboard" if cfg.report_to == "tensorboard" else None, project_dir=cfg.output_dir
     )
+    with contextlib.ExitStack() as stack:
+        # One run per output folder for the whole run (the main process holds it; see rrg.lock).
+        main_process_decides(
+            accelerator, lambda: str(stack.enter_context(output_lock(cfg.output_dir, "training")))
+        )
+        train(cfg, accelerator)
+
+
+def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
     is_main = accelerator.is_main_process
     world = accelerator.num_processes
     output_dir = Path(cfg.output_dir)
     log_path = output_dir / "train_log.jsonl"
+    fingerprint = run_fingerprint(cfg, accelerator)
+    resume_from = main_process_decides(accelerator, lambda: prepare_output_dir(cfg, fingerprint))
     set_seed(cfg.seed)
 
     # Text side: tokenise every entry once; the workers only load images.
@@ -291,32 +494,58 @@ def main(argv: list[str] | None = None) -> None:
             f"effective batch = {cfg.batch_size} (per device) x {cfg.gradient_accumulation_steps} "
             f"(accumulation) x {world} (processes) = {resolved['effective_batch_size']}"
         )
-        atomic_write_json(output_dir / "train_config.json", resolved)
+        atomic_write_json(output_dir / "train_config.json", {**resolved, "fingerprint": fingerprint})
 
     model = build_model(cfg, accelerator)
-    optimizer = T.build_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = T.build_optimizer(model, cfg.lr, cfg.weight_decay, accelerator)
+    masters = isinstance(optimizer, MasterWeightAdamW)
+    low_precision = any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad)
+    if is_main and low_precision and not masters and accelerator.distributed_type.name != "DEEPSPEED":
+        print(  # DeepSpeed keeps fp32 masters itself (bf16 in its config); FSDP does not
+            f"warning: under {accelerator.distributed_type.name} the LoRA weights are updated in "
+            f"{model_dtype(cfg.dtype)} without fp32 master weights; small updates may round away"
+        )
     scheduler = T.build_scheduler(optimizer, cfg.lr_scheduler, total_steps, cfg.warmup_ratio)
     # The scheduler is stepped by hand once per optimizer step (accelerate would step it per process).
     model, optimizer = accelerator.prepare(model, optimizer)
     dtype = model_dtype(cfg.dtype)
 
-    state = T.TrainState(seed=cfg.seed, skipped_entries=skipped)
-    checkpoint = T.resolve_resume(cfg.resume, output_dir)
-    if checkpoint is not None:
-        state = T.load_checkpoint(checkpoint, model, optimizer, scheduler, accelerator)
+    state = C.TrainState(seed=cfg.seed, skipped_entries=skipped)
+    last_checkpoint = Path(resume_from) if resume_from else None
+    if last_checkpoint is not None:
+        state = C.load_checkpoint(last_checkpoint, model, optimizer, scheduler, accelerator)
+        state.skipped_entries = skipped
         if is_main:
             print(
-                f"resumed from {checkpoint}: step {state.step}, epoch {state.epoch}, batch {state.batches_done}"
+                f"resumed from {last_checkpoint}: step {state.step}, epoch {state.epoch}, "
+                f"batch {state.batches_done}"
             )
-            T.truncate_log(log_path, state.step)
-    elif cfg.resume and is_main:
-        print(f"--resume: no checkpoint in {output_dir / 'checkpoints'}; starting from scratch")
     if cfg.report_to == "tensorboard":
         accelerator.init_trackers("tensorboard", config={k: v for k, v in resolved.items() if v is not None})
+
+    def stop(step: int, what: str) -> NoReturn:
+        """A non-finite loss, gradient or weight: stop, naming the step and the checkpoint to go back to."""
+        bar.close()
+        last = last_checkpoint if last_checkpoint is not None else "none (start over with --overwrite)"
+        raise T.TrainingDiverged(f"step {step}: {what}; training stopped. Last good checkpoint: {last}")
+
+    def check_window(values: dict | None = None) -> None:
+        """Stop if a step since the last check had a non-finite loss or gradient norm (reads the GPU)."""
+        if values is None:  # not at a log line: read the window without ending it
+            rows = window.rows()
+            values = {"steps": len(rows), "first_nonfinite": window.first_nonfinite(rows)}
+        if values["first_nonfinite"] is not None:
+            first_step = state.step - values["steps"] + 1 + values["first_nonfinite"]
+            stop(first_step, "the loss or the gradient norm is not finite")
+
+    def check_weights() -> None:
+        if not T.weights_finite(model, accelerator):
+            stop(state.step, "the trained weights are not finite")
 
     def run_eval() -> None:
         if val_set is None:
             return
+        check_window()  # evaluating waits for the GPU anyway
         batches = eval_batches(
             len(val_set), cfg.eval_batch_size or cfg.batch_size, world, accelerator.process_index
         )
@@ -324,10 +553,12 @@ def main(argv: list[str] | None = None) -> None:
             val_set, [b for b, _ in batches], collator, cfg, accelerator.device.type == "cuda"
         )
         val_loss = T.evaluate(model, zip(loader, [c for _, c in batches]), accelerator, dtype)
+        if not math.isfinite(val_loss):
+            stop(state.step, f"the validation loss is {val_loss}")
         improved = state.best_val_loss is None or val_loss < state.best_val_loss
         if improved:
             state.best_val_loss = val_loss
-            T.save_final_adapter(model, output_dir / "best", accelerator)
+            save_adapter("best")
         if is_main:
             record = {"type": "eval", "step": state.step, "epoch": epoch_progress(), "val_loss": val_loss}
             append_jsonl(log_path, record)
@@ -337,13 +568,22 @@ def main(argv: list[str] | None = None) -> None:
     def epoch_progress() -> float:
         return state.epoch + state.batches_done / max(len(batches), 1)
 
-    def save() -> None:
-        T.save_checkpoint(output_dir, model, optimizer, scheduler, state, accelerator, cfg.save_total_limit)
+    def save_adapter(name: str) -> None:
+        check_weights()
+        C.save_final_adapter(model, output_dir / name, accelerator)
+
+    def save() -> Path:
+        check_weights()
+        return C.save_checkpoint(
+            output_dir, model, optimizer, scheduler, state, accelerator, fingerprint, cfg.save_total_limit
+        )
 
     bar = tqdm(total=total_steps, initial=state.step, disable=not is_main, desc="training", unit="step")
-    window = T.StepWindow()  # read (a wait for the GPU) only when a line is logged
+    # The loss and gradient norm are read (a wait for the GPU) only at log lines, which come before every
+    # checkpoint, and before validations: that is where non-finite values are caught, at no extra wait.
+    window = T.StepWindow()
     run_start = time.perf_counter() - state.elapsed_s
-    last_saved = state.step if checkpoint is not None else -1
+    last_saved = state.step if last_checkpoint is not None else -1
     batches: list[list[int]] = []
     while state.epoch < n_epochs and state.step < total_steps:
         batches = length_grouped_batches(
@@ -361,8 +601,7 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(min(cfg.gradient_accumulation_steps, len(batches) - state.batches_done))
             ]
             stats = T.accumulate_gradients(model, group, accelerator, dtype)
-            max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+            grad_norm = T.clip_gradients(accelerator, model, optimizer, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             optimizer.step()
             scheduler.step()
@@ -377,6 +616,7 @@ def main(argv: list[str] | None = None) -> None:
             # A checkpoint is written after a log line, so its samples_seen counts every step before it.
             if state.step % cfg.logging_steps == 0 or state.step == total_steps or will_save or stopping:
                 values = window.read()
+                check_window(values)
                 state.samples_seen += int(values["samples"])
                 record = {
                     "type": "train",
@@ -406,11 +646,11 @@ def main(argv: list[str] | None = None) -> None:
                 run_eval()
             state.elapsed_s = time.perf_counter() - run_start
             if will_save:
-                save()
+                last_checkpoint = save()
                 last_saved = state.step
             if stopping:
                 if last_saved != state.step:
-                    save()
+                    last_checkpoint = save()
                 bar.close()
                 if is_main:
                     print(f"stopped after step {state.step} (--stop_after_steps); continue with --resume")
@@ -421,7 +661,7 @@ def main(argv: list[str] | None = None) -> None:
     bar.close()
     if cfg.eval_steps > 0 and state.step % cfg.eval_steps != 0:
         run_eval()  # the last steps were not evaluated yet
-    T.save_final_adapter(model, output_dir / "final", accelerator)
+    save_adapter("final")
     if is_main:
         print(f"done: {state.step} steps; adapter in {output_dir / 'final'}")
     accelerator.end_training()

@@ -9,10 +9,11 @@ layout with the checkpoint converter's own key mapping, and injected into exactl
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
 from .convert import map_original_key
 from .io import InputError, read_json_object
@@ -38,14 +39,14 @@ def adapter_weights_file(lora_path: Path) -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or (pickle-free) .bin file."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt file or non-tensor pickle: same message
-        raise InputError(f"{path}: cannot read adapter weights ({e})") from e
+    except Exception as e:  # noqa: BLE001 - truncated, corrupt, or a non-tensor pickle: same message
+        raise InputError(f"{path}: cannot read adapter weights ({type(e).__name__}: {e})") from None
 
 
 def is_reference_format(keys) -> bool:
@@ -153,7 +154,31 @@ def load_adapter(model, lora_path: str, *, is_trainable: bool = False) -> PeftMo
         raise InputError(f"{lora_path}: adapter folder not found")
     if not (path / "adapter_config.json").exists():
         raise InputError(f"{lora_path}: adapter_config.json is missing")
-    state = read_state_dict(adapter_weights_file(path))
+    weights = adapter_weights_file(path)
+    state = read_state_dict(weights)
     if is_reference_format(state):
         return load_reference_adapter(model, path, state, is_trainable)
-    return PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    with warnings.catch_warnings():
+        # peft only warns about LoRA weights it did not find; check_adapter_keys makes that an error.
+        warnings.filterwarnings("ignore", message="Found missing adapter keys")
+        peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    check_adapter_keys(peft_model, state, weights)
+    return peft_model
+
+
+def check_adapter_keys(peft_model, state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Every key of the adapter file has a place in the model, and every weight the adapter's config puts
+    on the model came from the file; else InputError naming the first few keys of each kind.
+
+    The expected keys are what peft itself saves for this model and config (get_peft_model_state_dict),
+    so a file with renamed or dropped keys cannot load silently as a zero (or partial) adapter.
+    """
+    expected = set(get_peft_model_state_dict(peft_model))
+    unused = sorted(set(state) - expected)
+    not_loaded = sorted(expected - set(state))
+    if unused or not_loaded:
+        raise InputError(
+            f"{weights}: adapter does not fit the model its adapter_config.json describes: "
+            f"{len(unused)} key(s) match no module {unused[:3]}; "
+            f"{len(not_loaded)} weight(s) missing from the file {not_loaded[:3]}"
+        )

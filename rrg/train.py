@@ -1,6 +1,7 @@
-"""The pieces of LoRA training: loss, gradient accumulation, optimizer/schedule, checkpoints, logging.
+"""The pieces of LoRA training: loss, gradient accumulation, optimizer/schedule, clipping, logging.
 
-train_lora.py strings these together; the benchmark imports `compute_loss` and `training_step`.
+train_lora.py strings these together (checkpoints: rrg/checkpoints.py); the benchmark imports the model
+setup, `build_optimizer`, `accumulate_gradients` and `clip_gradients` the same way.
 
 Loss normalisation: every accumulation group's loss is the mean over ALL its label tokens, on all
 ranks (the sum of per-token CE divided by the group's global token count). So a group of 64 x 1
@@ -11,26 +12,21 @@ same token-weighted mean, and the last partial group is stepped on with its true
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import random
-import re
-import shutil
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from .collate import IGNORE_INDEX, label_positions, select_images
 from .entries import Entry, entry_from_record, resolve_image
-from .io import InputError, atomic_write_json, read_json_records, read_jsonl, replace_dir
+from .io import InputError, read_json_records
+from .optim import MasterWeightAdamW
 
 # --------------------------------------------------------------------------- loss
 
@@ -196,8 +192,21 @@ def evaluate(
 # --------------------------------------------------------------------------- optimizer and schedule
 
 
-def build_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; no weight decay on biases and norms (1-D tensors)."""
+def uses_master_weights(accelerator) -> bool:
+    """Whether this launch keeps fp32 master weights in rrg.optim.MasterWeightAdamW.
+
+    Not under DeepSpeed, whose ZeRO optimizer keeps fp32 masters itself (bf16 in its config), nor under
+    FSDP, which flattens and shards the parameters after the optimizer is built: there the LoRA weights
+    are updated in their own dtype (train_lora.py warns)."""
+    return accelerator is None or accelerator.distributed_type.name not in ("DEEPSPEED", "FSDP", "XLA")
+
+
+def build_optimizer(model, lr: float, weight_decay: float, accelerator=None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on biases and norms (1-D tensors).
+
+    Trainable parameters below fp32 (bf16 LoRA on a GPU) get fp32 master weights (rrg.optim; not under
+    DeepSpeed/FSDP, see uses_master_weights); fp32 ones (CPU runs) a plain AdamW, which is the same thing.
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
@@ -205,7 +214,32 @@ def build_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
     ]
     groups = [g for g in groups if g["params"]]
     fused = all(p.is_cuda for p in trainable)  # one kernel for all parameters on GPU
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused or None)
+    kwargs = {"lr": lr, "betas": (0.9, 0.999), "fused": fused or None}
+    if uses_master_weights(accelerator) and any(p.dtype != torch.float32 for p in trainable):
+        return MasterWeightAdamW(groups, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def unwrap_optimizer(optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's AcceleratedOptimizer (or the optimizer itself)."""
+    while hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def clip_gradients(accelerator, model, optimizer, max_norm: float) -> torch.Tensor | None:
+    """Clip the gradients the optimizer steps with (<= 0: no clipping); their norm before clipping.
+
+    With master weights those are the fp32 copies (synced here from the model's); otherwise the model's.
+    The norm stays on the device (reading it waits for the GPU). None under DeepSpeed, which clips
+    inside its own step.
+    """
+    max_norm = max_norm if max_norm > 0 else float("inf")
+    inner = unwrap_optimizer(optimizer)
+    if isinstance(inner, MasterWeightAdamW):
+        inner.sync_grads()
+        return accelerator.clip_grad_norm_(inner.masters, max_norm)
+    return accelerator.clip_grad_norm_(model.parameters(), max_norm)
 
 
 def steps_per_epoch(micro_batches_per_rank: int, grad_accum: int) -> int:
@@ -279,180 +313,32 @@ def preflight_entries(
     return good, problems
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved as state.json in each checkpoint."""
-
-    step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch (0-based)
-    batches_done: int = 0  # micro-batches of this epoch consumed by each rank
-    seed: int = 0  # the sampler's seed: epoch e's order is a function of (seed, e)
-    best_val_loss: float | None = None
-    elapsed_s: float = 0.0
-    samples_seen: int = 0
-    skipped_entries: int = 0
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, record: dict) -> TrainState:
-        return cls(**record)
-
-
-CHECKPOINT_RE = re.compile(r"^step-(\d+)$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:06d}"
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints (state.json written last), oldest first."""
-    folder = Path(output_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if CHECKPOINT_RE.match(p.name) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)))
-
-
-def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path | None:
-    """`--resume latest` -> newest complete checkpoint in output_dir (None if there is none); a path -> it."""
-    if not resume:
-        return None
-    if resume == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not (path / "state.json").is_file():
-        raise InputError(f"{path}: not a checkpoint folder (no state.json)")
-    return path
-
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "python": list(random.getstate()[1]),  # (version, 625 ints, gauss): stored as plain lists
-        "python_version": random.getstate()[0],
-        "python_gauss": random.getstate()[2],
-        # numpy's state holds an ndarray, which weights_only loading refuses: store it as a list.
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def optimizer_is_sharded(accelerator) -> bool:
-    """ZeRO and FSDP keep a different optimizer shard on each rank: each rank saves its own."""
-    return accelerator.distributed_type.name in ("DEEPSPEED", "FSDP")
-
-
-def save_adapter(model, out_dir: str | os.PathLike, accelerator) -> None:
-    """Write a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) from the main rank."""
-    state_dict = accelerator.get_state_dict(model)  # gathers FSDP/ZeRO-3 shards; a no-op for DDP
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(str(out_dir), state_dict=state_dict)
-
-
-def save_final_adapter(model, out_dir: str | os.PathLike, accelerator) -> None:
-    """Write an adapter folder atomically (tmp folder, then rename over the old one)."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    save_adapter(model, tmp, accelerator)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        replace_dir(tmp, out_dir)
-    accelerator.wait_for_everyone()
-
-
-def save_checkpoint(
-    output_dir: str | os.PathLike, model, optimizer, scheduler, state: TrainState, accelerator, keep: int = 0
-) -> Path:
-    """checkpoints/step-XXXXXX/: adapter, optimizer.pt, scheduler.pt, rng.pt, state.json; written atomically.
-
-    Everything goes to a hidden tmp folder first, which is renamed into place once complete, so a run
-    killed mid-save leaves the previous checkpoint intact. keep > 0 deletes all but the newest `keep`.
-    """
-    final = Path(output_dir) / "checkpoints" / checkpoint_name(state.step)
-    tmp = final.with_name(f".{final.name}.tmp")
-    rank = accelerator.process_index
-    if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    save_adapter(model, tmp, accelerator)
-    if optimizer_is_sharded(accelerator):
-        torch.save(optimizer.state_dict(), tmp / f"optimizer-rank{rank}.pt")
-    elif accelerator.is_main_process:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(rng_state(), tmp / ("rng.pt" if rank == 0 else f"rng-rank{rank}.pt"))
-    if accelerator.is_main_process:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_write_json(tmp / "state.json", state.to_json())  # last: marks the checkpoint complete
-        replace_dir(tmp, final)
-        if keep > 0:
-            for old in list_checkpoints(output_dir)[:-keep]:
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def load_checkpoint(path: str | os.PathLike, model, optimizer, scheduler, accelerator) -> TrainState:
-    """Restore adapter weights, optimizer, scheduler and RNG states; return the saved TrainState."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    rank = accelerator.process_index
-    weights = load_file(str(path / "adapter_model.safetensors"))
-    result = set_peft_model_state_dict(accelerator.unwrap_model(model), weights)
-    if getattr(result, "unexpected_keys", None):
-        raise InputError(f"{path}: adapter weights do not fit this model: {result.unexpected_keys[:3]}")
-    opt_file = path / (f"optimizer-rank{rank}.pt" if optimizer_is_sharded(accelerator) else "optimizer.pt")
-    optimizer.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng_file = path / ("rng.pt" if rank == 0 else f"rng-rank{rank}.pt")
-    if rng_file.exists():  # resuming on a different number of ranks: the new ranks start fresh
-        set_rng_state(torch.load(rng_file, weights_only=True))
-    return TrainState.from_json(json.loads((path / "state.json").read_text()))
-
-
 # --------------------------------------------------------------------------- logging
 
 
-def truncate_log(log_path: str | os.PathLike, step: int) -> None:
-    """On resume, drop log lines past the checkpoint's step (the killed run logged them; they rerun)."""
-    log_path = Path(log_path)
-    if not log_path.exists():
-        return
-    records = [r for r in read_jsonl(log_path, allow_partial_last_line=True) if r.get("step", 0) <= step]
-    from .io import atomic_write_text
+class TrainingDiverged(InputError):
+    """A non-finite loss, gradient norm or weight: the run stops (one line, the step, the last good checkpoint)."""
 
-    atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in records))
+
+@torch.no_grad()
+def weights_finite(model, accelerator) -> bool:
+    """Whether every trainable weight is finite on every rank (all ranks get the same answer). Waits for
+    the GPU: called before saving an adapter or checkpoint, which waits anyway."""
+    params = [p for p in model.parameters() if p.requires_grad and p.numel() > 0]
+    bad = torch.zeros((), dtype=torch.float32, device=accelerator.device)
+    if params:
+        bad += torch.stack([(~torch.isfinite(p)).any() for p in params]).sum().to(bad.device, torch.float32)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    return bool(bad == 0)
 
 
 class StepWindow:
     """The optimizer steps since the last log line; their stats stay on the device until `read`.
 
-    Reading a number from the GPU waits for all the work queued before it, so only `read` does it.
+    Reading a number from the GPU waits for all the work queued before it, so only `read` and
+    `first_nonfinite` do it. Each step's stats are kept (a few numbers), so a reading also names the
+    first step of the window whose loss or gradient norm was not finite.
     """
 
     def __init__(self) -> None:
@@ -460,18 +346,40 @@ class StepWindow:
 
     def reset(self) -> None:
         self.start = time.perf_counter()
-        self.stats: torch.Tensor | None = None
-        self.grad_norms: list[torch.Tensor] = []
+        self.steps: list[torch.Tensor] = []  # per step: GROUP_STATS, then the grad norm (NaN if none)
+        self.has_norm: list[bool] = []
 
     def add(self, stats: torch.Tensor, grad_norm: torch.Tensor | float | None) -> None:
-        self.stats = stats if self.stats is None else self.stats + stats
-        if grad_norm is not None:  # None: accelerate under DeepSpeed, which clips inside its own step
-            self.grad_norms.append(torch.as_tensor(grad_norm, dtype=torch.float64, device=stats.device))
+        if isinstance(grad_norm, torch.Tensor):
+            norm = grad_norm.detach().to(stats.device, torch.float64).reshape(1)
+        else:  # made on the device: a copy from pageable host memory would wait for the GPU
+            value = float("nan") if grad_norm is None else grad_norm
+            norm = torch.full((1,), value, dtype=torch.float64, device=stats.device)
+        self.steps.append(torch.cat([stats.double(), norm]))
+        self.has_norm.append(grad_norm is not None)  # None: accelerate under DeepSpeed, which clips itself
+
+    def rows(self) -> list[list[float]]:
+        """The window's per-step numbers (waits for the GPU)."""
+        return torch.stack(self.steps).tolist() if self.steps else []
+
+    def first_nonfinite(self, rows: list[list[float]] | None = None) -> int | None:
+        """Index (0-based, in this window) of the first step with a non-finite loss or grad norm; None if none."""
+        for i, row in enumerate(self.rows() if rows is None else rows):
+            if not math.isfinite(row[0]) or (self.has_norm[i] and not math.isfinite(row[-1])):
+                return i
+        return None
 
     def read(self) -> dict[str, float]:
-        """Sums (samples, tokens), means (loss, grad_norm) and rates since the last read; starts a new window."""
-        values = read_stats(self.stats if self.stats is not None else torch.zeros(len(GROUP_STATS)))
-        values["grad_norm"] = float(torch.stack(self.grad_norms).mean()) if self.grad_norms else float("nan")
+        """Sums (samples, tokens), means (loss, grad_norm) and rates since the last read; starts a new window.
+
+        Also `steps` (how many) and `first_nonfinite` (see there)."""
+        rows = self.rows()
+        totals = [sum(column) for column in zip(*rows)] if rows else [0.0] * (len(GROUP_STATS) + 1)
+        values = read_stats(torch.tensor(totals[: len(GROUP_STATS)], dtype=torch.float64))
+        norms = [row[-1] for row, has in zip(rows, self.has_norm) if has]
+        values["grad_norm"] = sum(norms) / len(norms) if norms else float("nan")
+        values["steps"] = len(rows)
+        values["first_nonfinite"] = self.first_nonfinite(rows)
         seconds = max(time.perf_counter() - self.start, 1e-9)  # after the wait above: the GPU's time too
         values["samples_per_s"] = values["samples"] / seconds
         values["tokens_per_s"] = values["tokens"] / seconds

@@ -389,7 +389,7 @@ def our_training(
     torch._dynamo.reset()  # a graph compiled under another configuration must not be reused
     accelerator = Accelerator()
     model = train_lora.build_model(recipe, accelerator)
-    optimizer = T.build_optimizer(model, recipe.lr, recipe.weight_decay)
+    optimizer = T.build_optimizer(model, recipe.lr, recipe.weight_decay, accelerator)  # fp32 masters
     model, optimizer = accelerator.prepare(model, optimizer)
     dtype = torch.bfloat16
     batches = length_grouped_batches(dataset.lengths(), spec.micro_batch, 1, 0, seed=0, epoch=0)
@@ -403,7 +403,7 @@ def our_training(
         nonlocal steps
         group = [next(loader) for _ in range(cfg.grad_accum)]
         stats = T.accumulate_gradients(model, group, accelerator, dtype)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        grad_norm = T.clip_gradients(accelerator, model, optimizer, 1.0)  # the fp32 master gradients
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         window.add(stats, grad_norm)

@@ -147,3 +147,33 @@ def test_merge_lora_writes_a_standalone_model(converted, reference_adapter, batc
     assert not any("lora" in name for name, _ in merged.named_parameters())
     torch.testing.assert_close(logits_of(merged, batch), expected, atol=1e-5, rtol=1e-5)
     assert load_processor(str(out)).tokenizer.convert_tokens_to_ids("<image>") == 32000
+
+
+@pytest.mark.parametrize("change", ["every key renamed", "half the keys dropped"])
+def test_project_adapter_with_wrong_keys_is_an_error_naming_them(tiny_model_dir, tmp_path, change):
+    """peft alone only warns ("Found missing adapter keys") and runs with zero or partial LoRA weights."""
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"], task_type="CAUSAL_LM")
+    get_peft_model(load_base_model(str(tiny_model_dir)), config).save_pretrained(tmp_path / "adapter")
+    load_adapter(load_base_model(str(tiny_model_dir)), str(tmp_path / "adapter"))  # intact: loads
+
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    if change == "every key renamed":
+        state = {k.replace("self_attn", "attention").replace("mlp.", "ffn."): v for k, v in state.items()}
+        named = sorted(state)[0]  # a key that matches no module
+    else:
+        keys = sorted(state)
+        named = keys[1]  # a weight the config's modules need, missing from the file
+        state = {k: state[k] for k in keys[::2]}
+    save_file(state, str(weights))
+    with pytest.raises(InputError, match=re.escape(named)):
+        load_adapter(load_base_model(str(tiny_model_dir)), str(tmp_path / "adapter"))
+
+
+def test_truncated_adapter_file_is_one_line_naming_it(tiny_model_dir, tmp_path):
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    get_peft_model(load_base_model(str(tiny_model_dir)), config).save_pretrained(tmp_path / "adapter")
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(InputError, match=re.escape(f"{weights}: cannot read adapter weights")):
+        load_adapter(load_base_model(str(tiny_model_dir)), str(tmp_path / "adapter"))

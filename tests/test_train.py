@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import train_lora
+from rrg import checkpoints as C
 from rrg import train as T
 from rrg.collate import Collator, ReportDataset, encode_dataset
 from rrg.entries import load_entries
@@ -218,7 +219,7 @@ def test_loss_falls_and_outputs_are_laid_out(tiny_model_dir, tmp_path):
     assert config["effective_batch_size"] == 3 and config["total_steps"] == 30 and config["world_size"] == 1
     for adapter in ("best", "final"):
         assert (out / adapter / "adapter_model.safetensors").is_file()
-    assert len(T.list_checkpoints(out)) <= 2  # epoch-end checkpoints, save_total_limit 2
+    assert len(C.list_checkpoints(out)) <= 2  # epoch-end checkpoints, save_total_limit 2
 
     from rrg.model import load_adapter, load_base_model
 
@@ -235,7 +236,7 @@ def test_partial_last_group_is_a_step_and_epochs_do_not_mix(tiny_model_dir, tmp_
     train = [r for r in read_log(out) if r["type"] == "train"]
     assert [r["epoch"] for r in train] == pytest.approx([0.4, 0.8, 1.0, 1.4, 1.8, 2.0])
     assert json.loads((out / "train_config.json").read_text())["total_steps"] == 6
-    state = json.loads((out / "checkpoints" / "step-000003" / "state.json").read_text())
+    state = C.read_record(out / "checkpoints" / "step-000003")["state"]
     assert (state["step"], state["epoch"], state["batches_done"]) == (3, 1, 0)
     assert train[-1]["lr"] > 0  # the cosine schedule is sized to 6 steps: lr reaches 0 only after the last
 
@@ -264,19 +265,33 @@ def test_log_lines_every_n_steps_and_before_each_checkpoint(tiny_model_dir, tmp_
     )  # fmt: skip
     train = [r for r in read_log(out) if r["type"] == "train"]
     assert [r["step"] for r in train] == [4, 5, 8, 10]
-    state = json.loads((out / "checkpoints" / "step-000005" / "state.json").read_text())
+    state = C.read_record(out / "checkpoints" / "step-000005")["state"]
     assert state["samples_seen"] == 5  # every step before the checkpoint is counted, batch size 1
 
 
-def test_resume_ends_with_the_same_adapter(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_resume_ends_with_the_same_adapter(tiny_model_dir, tmp_path, dtype):
+    """bfloat16: the checkpoint carries the fp32 master weights and AdamW state, so the resumed run
+    continues from the exact fp32 values, not from the bf16 adapter."""
     args = ("--epochs", "2", "--gradient_accumulation_steps", "2", "--lr", "5e-3", "--weight_decay", "0.01")
+    args += ("--dtype", dtype)
     write_split(tmp_path / "a", REPORTS)
     straight = run_training(tiny_model_dir, tmp_path / "a", *args)
     write_split(tmp_path / "b", REPORTS)
     # Killed after step 4 (mid second epoch), then resumed with a bare --resume.
     run_training(tiny_model_dir, tmp_path / "b", *args, "--stop_after_steps", "4")
     assert not (tmp_path / "b" / "out" / "final").exists()
-    assert T.list_checkpoints(tmp_path / "b" / "out")[-1].name == "step-000004"
+    checkpoint = C.list_checkpoints(tmp_path / "b" / "out")[-1]
+    assert checkpoint.name == "step-000004"
+    optimizer_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    if dtype == "bfloat16":
+        adapter = load_file(str(checkpoint / "adapter_model.safetensors"))
+        masters = optimizer_state["master_weights"]
+        assert {t.dtype for t in adapter.values()} == {torch.bfloat16}
+        assert {m.dtype for m in masters} == {torch.float32} and len(masters) == len(adapter)
+        assert any(not torch.equal(m, m.bfloat16().float()) for m in masters)  # bits bf16 cannot hold
+    else:
+        assert "master_weights" not in optimizer_state  # fp32: plain AdamW
     resumed = run_training(tiny_model_dir, tmp_path / "b", *args, "--resume")
     a = load_file(str(straight / "final" / "adapter_model.safetensors"))
     b = load_file(str(resumed / "final" / "adapter_model.safetensors"))
@@ -290,11 +305,11 @@ def test_resume_ends_with_the_same_adapter(tiny_model_dir, tmp_path):
 def test_checkpoint_states_load_with_weights_only(tiny_model_dir, tmp_path):
     write_split(tmp_path, REPORTS[:2])
     out = run_training(tiny_model_dir, tmp_path, "--epochs", "1", "--gradient_accumulation_steps", "1")
-    checkpoint = T.list_checkpoints(out)[-1]
+    checkpoint = C.list_checkpoints(out)[-1]
     for name in ("optimizer.pt", "scheduler.pt", "rng.pt"):
         assert torch.load(checkpoint / name, weights_only=True)
     rng = torch.load(checkpoint / "rng.pt", weights_only=True)
-    T.set_rng_state(rng)  # round-trips
+    C.set_rng_state(rng)  # round-trips
 
 
 def test_preflight_names_the_line_of_a_missing_image(tiny_model_dir, tmp_path, capsys):

@@ -1,17 +1,22 @@
 """Data-parallel training on CPU: two gloo processes give the same gradients as one process on the same
-global batch, and train_lora.main runs end to end under two processes."""
+global batch, train_lora.main runs end to end under two processes (bf16, so with fp32 master weights),
+and a locked output folder stops both ranks (neither waits for the other)."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from PIL import Image
+
+from rrg.lock import output_lock
 
 PER_IMAGE = 16
 REPORTS = [
@@ -83,8 +88,19 @@ def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> Non
     from rrg import train as T
 
     model_dir, folder = Path(model_dir), Path(folder)
+    common = [
+        "--model_path", str(model_dir), "--json_file", str(folder / "split.jsonl"),
+        "--image_dir", str(folder / "images"), "--epochs", "1", "--batch_size", "1",
+        "--gradient_accumulation_steps", "1", "--lora_r", "8", "--lora_alpha", "16", "--num_workers", "0",
+    ]  # fmt: skip
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == world
+    # The test holds the lock of folder/locked: the main rank is refused, the other must not hang.
+    try:
+        train_lora.main([*common, "--output_dir", str(folder / "locked")])
+    except SystemExit as e:
+        (folder / f"locked-rank{rank}.json").write_text(json.dumps({"code": e.code}))
+
     model = lora_model(model_dir, accelerator)
     model = accelerator.prepare(model)
     # Global batch of 4: rank r accumulates samples 2r and 2r+1 as two micro-batches.
@@ -97,14 +113,9 @@ def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> Non
     accelerator.wait_for_everyone()
 
     train_lora.main(
-        [
-            "--model_path", str(model_dir), "--json_file", str(folder / "split.jsonl"),
-            "--image_dir", str(folder / "images"), "--output_dir", str(folder / "out"),
-            "--epochs", "1", "--batch_size", "1", "--gradient_accumulation_steps", "1",
-            "--lora_r", "8", "--lora_alpha", "16",
-            "--num_workers", "0", "--val_json", str(folder / "split.jsonl"),
-        ]
-    )  # fmt: skip
+        [*common, "--output_dir", str(folder / "out"), "--val_json", str(folder / "split.jsonl")]
+        + ["--dtype", "bfloat16"]
+    )
 
 
 def free_port() -> int:
@@ -119,7 +130,19 @@ def test_two_processes_match_one_process_on_the_global_batch(tiny_model_dir, tmp
     from rrg import train as T
 
     write_split(tmp_path)
-    mp.spawn(worker, args=(2, free_port(), str(tiny_model_dir), str(tmp_path)), nprocs=2, join=True)
+    with output_lock(tmp_path / "locked"):
+        context = mp.spawn(
+            worker, args=(2, free_port(), str(tiny_model_dir), str(tmp_path)), nprocs=2, join=False
+        )
+        deadline = time.monotonic() + 600
+        while not context.join(timeout=5):  # raises if a rank failed
+            if time.monotonic() > deadline:
+                for process in context.processes:
+                    process.kill()
+                pytest.fail("the two ranks did not finish: one waits for the other")
+    for rank in range(2):  # both ranks stopped at the locked folder, with status 1
+        assert json.loads((tmp_path / f"locked-rank{rank}.json").read_text()) == {"code": 1}
+    assert not (tmp_path / "locked" / "train_config.json").exists()
 
     accelerator = Accelerator(cpu=True)
     model = lora_model(tiny_model_dir, accelerator)
@@ -140,3 +163,5 @@ def test_two_processes_match_one_process_on_the_global_batch(tiny_model_dir, tmp
     assert [r["step"] for r in log if r["type"] == "eval"] == [2]
     assert (out / "final" / "adapter_model.safetensors").is_file()
     assert (out / "checkpoints" / "step-000002" / "state.json").is_file()
+    optimizer_state = torch.load(out / "checkpoints" / "step-000002" / "optimizer.pt", weights_only=True)
+    assert {m.dtype for m in optimizer_state["master_weights"]} == {torch.float32}
