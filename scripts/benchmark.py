@@ -81,8 +81,9 @@ class BenchConfig:
     workdir: str = ""  # where the random checkpoint is written (default: a temporary folder)
     # Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient
     # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X),
-    # log=N (--logging_steps N).
-    train_configs: str = "8+compile+budget=0.7,8"
+    # log=N (--logging_steps N), plain (torch's AdamW on the bf16 LoRA weights, no fp32 master: the
+    # optimizer before rrg.optim, for comparison).
+    train_configs: str = "8+compile+budget=0.7,8+compile+budget=0.7+plain"
     qlora_configs: str = "16+ckpt+compile"
     train_samples: int = 256  # timed samples per configuration (after warm-up)
     grad_accum: int = 4  # micro-batches per optimizer step in the timed loop
@@ -334,6 +335,8 @@ class TrainSpec:
     checkpointing: bool = False
     compile: bool = False
     budget: float = 1.0
+    # plain: torch's AdamW straight on the bf16 LoRA weights (before fp32 master weights), for comparison
+    plain_adamw: bool = False
     # Steps per log line: train_lora.py reads the loss back from the GPU (a wait) only for those
     log_every: int = train_lora.TrainConfig.logging_steps
 
@@ -346,13 +349,15 @@ class TrainSpec:
                 spec.checkpointing = True
             elif option == "compile":
                 spec.compile = True
+            elif option == "plain":
+                spec.plain_adamw = True
             elif option.startswith("log="):
                 spec.log_every = int(option.split("=", 1)[1])
             elif option.startswith("budget="):
                 spec.budget = float(option.split("=", 1)[1])
             else:
                 raise ValueError(
-                    f"unknown training option {option!r} in {text!r} (ckpt, compile, budget=X, log=N)"
+                    f"unknown training option {option!r} in {text!r} (ckpt, compile, budget=X, log=N, plain)"
                 )
         return spec
 
@@ -361,6 +366,7 @@ class TrainSpec:
         parts += ["compile" if self.compile else "", f"budget {self.budget:g}" if self.budget < 1 else ""]
         default_log = train_lora.TrainConfig.logging_steps
         parts += [f"log every {self.log_every}" if self.log_every != default_log else ""]
+        parts += ["bf16 AdamW, no fp32 master" if self.plain_adamw else ""]
         return " ".join(p for p in parts if p)
 
 
@@ -390,6 +396,10 @@ def our_training(
     accelerator = Accelerator()
     model = train_lora.build_model(recipe, accelerator)
     optimizer = T.build_optimizer(model, recipe.lr, recipe.weight_decay, accelerator)  # fp32 masters
+    if spec.plain_adamw:
+        optimizer = torch.optim.AdamW(
+            optimizer.model_params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True
+        )
     model, optimizer = accelerator.prepare(model, optimizer)
     dtype = torch.bfloat16
     batches = length_grouped_batches(dataset.lengths(), spec.micro_batch, 1, 0, seed=0, epoch=0)
@@ -799,7 +809,8 @@ def train_flags(r: dict, four_bit: bool) -> str:
         flags.append(f"--activation_memory_budget {spec.budget:g}")
     if spec.log_every != train_lora.TrainConfig.logging_steps:
         flags.append(f"--logging_steps {spec.log_every}")
-    return "`" + " ".join(flags) + "`"
+    note = " (bf16 AdamW without fp32 master weights, as before: not a flag)" if spec.plain_adamw else ""
+    return "`" + " ".join(flags) + "`" + note
 
 
 def summary_table(report: dict) -> str:
