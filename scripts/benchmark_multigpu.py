@@ -377,8 +377,9 @@ def generation_phase(
             first = next((t, c) for t, c in samples if c > 0)
             last = next((t, c) for t, c in samples if c >= reports)
             lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-            row["reports_per_s"] = (last[1] - first[1]) / (last[0] - first[0])
             row["reports_timed"] = last[1] - first[1]
+            if row["reports_timed"]:  # the first batch (model warm-up, loader start) is left out
+                row["reports_per_s"] = row["reports_timed"] / (last[0] - first[0])
             row["complete_and_unique"] = sorted(r["id"] for r in lines) == sorted(
                 str(i) for i in range(reports)
             )
