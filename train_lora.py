@@ -507,6 +507,7 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
         )
     scheduler = T.build_scheduler(optimizer, cfg.lr_scheduler, total_steps, cfg.warmup_ratio)
     # The scheduler is stepped by hand once per optimizer step (accelerate would step it per process).
+    T.size_deepspeed_batch(accelerator, cfg.batch_size)
     model, optimizer = accelerator.prepare(model, optimizer)
     dtype = model_dtype(cfg.dtype)
 

@@ -227,6 +227,18 @@ def unwrap_optimizer(optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 
+def size_deepspeed_batch(accelerator, micro_batch: int) -> None:
+    """Tell DeepSpeed the per-GPU micro-batch (no-op without DeepSpeed).
+
+    accelerate reads it from a DataLoader passed to prepare(); ours are built per epoch and never
+    prepared, and without it prepare() stopped with a ValueError on 4 GPUs (ZeRO-2, 2026-11-27). The
+    accumulation stays DeepSpeed's 1: train_lora.py marks the boundaries itself (gradient_sync).
+    """
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch
+
+
 def clip_gradients(accelerator, model, optimizer, max_norm: float) -> torch.Tensor | None:
     """Clip the gradients the optimizer steps with (<= 0: no clipping); their norm before clipping.
 

@@ -165,18 +165,41 @@ class GpuMemoryPoller(Poller):
 
 
 class LineCounter(Poller):
-    """(time, lines) of a folder's predictions files (the merged file and any per-rank part files)."""
+    """(time, {file: lines}) of a folder's predictions files: the predictions file of a lone process,
+    or each process's part file (predictions.jsonl.rank<r>) under accelerate launch."""
 
     def __init__(self, folder: Path, period_s: float = 0.1) -> None:
         super().__init__(period_s)
         self.folder, self.samples = folder, []
 
     def sample(self) -> None:
-        total = 0
+        counts = {}
         for path in self.folder.glob("predictions*.jsonl*"):
             with contextlib.suppress(OSError):  # a part file merged away after the listing
-                total += path.read_bytes().count(b"\n")
-        self.samples.append((time.perf_counter(), total))
+                counts[path.name] = path.read_bytes().count(b"\n")
+        self.samples.append((time.perf_counter(), counts))
+
+
+def steady_rate(samples: list[tuple[float, dict[str, int]]]) -> tuple[float, int] | None:
+    """Reports/s of all processes together, each timed from its first batch written to its last line
+    (its first batch, with the model's warm-up and the loader's start, left out), and the lines timed.
+
+    Each process writes its own file, so each one's steady rate is measured on its own and they add up;
+    timing the total from the first file's first batch would count the other processes' first batches.
+    """
+    files = {name for _, counts in samples for name in counts}
+    parts = [f for f in files if ".rank" in f] or [f for f in files if f.endswith(".jsonl")]
+    total_rate, timed = 0.0, 0
+    for name in parts:
+        series = [(t, counts[name]) for t, counts in samples if name in counts]
+        final = max(c for _, c in series)
+        first = next((t, c) for t, c in series if c > 0)
+        last = next((t, c) for t, c in series if c == final)
+        if last[1] == first[1]:
+            return None  # one batch only: nothing after the first to time
+        total_rate += (last[1] - first[1]) / (last[0] - first[0])
+        timed += last[1] - first[1]
+    return total_rate, timed
 
 
 _launches = iter(range(29500, 29600))  # a fresh rendezvous port per launch
@@ -374,12 +397,9 @@ def generation_phase(
             row |= run_launch(cmd, workdir / "logs" / f"generate-{n}.log", None, cfg.timeout)
         samples = lines_written.samples
         if row["returncode"] == 0:
-            first = next((t, c) for t, c in samples if c > 0)
-            last = next((t, c) for t, c in samples if c >= reports)
             lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-            row["reports_timed"] = last[1] - first[1]
-            if row["reports_timed"]:  # the first batch (model warm-up, loader start) is left out
-                row["reports_per_s"] = row["reports_timed"] / (last[0] - first[0])
+            if rate := steady_rate(samples):
+                row["reports_per_s"], row["reports_timed"] = rate
             row["complete_and_unique"] = sorted(r["id"] for r in lines) == sorted(
                 str(i) for i in range(reports)
             )

@@ -116,3 +116,19 @@ def test_state_dict_carries_the_masters_and_restores_them():
     plain_state = torch.optim.AdamW(lora_a().parameters()).state_dict()
     with pytest.raises(ValueError, match="master_weights"):
         restored.load_state_dict(plain_state)
+
+
+def test_deepspeed_is_told_the_micro_batch_and_nothing_else_is_touched():
+    from types import SimpleNamespace
+
+    from rrg.train import size_deepspeed_batch
+
+    config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 1}
+    accelerator = SimpleNamespace(
+        state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=config))
+    )
+    size_deepspeed_batch(accelerator, 8)
+    assert config == {"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 1}
+    size_deepspeed_batch(
+        SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)), 8
+    )  # DDP: nothing to do
