@@ -2,6 +2,10 @@
 
 Each line of predictions.jsonl holds "id", "prediction" and "reference" (a string or a list of strings),
 optionally "study_id" and "images". Prints a small table and writes the JSON metric card.
+
+--r2gen_compat --train_json data/r2gen/train_report.json scores the texts R2Gen's evaluation scores
+(references cut to 59 tokens, words seen fewer than 3 times in train as <unk>, no CIDEr; rrg/r2gen_compat.py),
+so that rows on the R2Gen split compare with the papers that reuse its code.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pathlib import Path
 from rrg.cli import exits_on_input_error
 from rrg.io import atomic_write_json
 from rrg.metrics import format_card, read_predictions, score_records
+from rrg.r2gen_compat import R2GenCompat, R2GenVocabulary, annotate_card, whole_text
+from rrg.sections import parse_sections
 
 
 @dataclass
@@ -25,6 +31,8 @@ class ScoreConfig:
     per_image: bool = False  # score every line, as the reference did, instead of one line per study
     bootstrap: int = 0  # resamples for 95% confidence intervals (0: none)
     seed: int = 0
+    r2gen_compat: bool = False  # score the texts R2Gen's own evaluation scores (needs train_json)
+    train_json: Path | None = None  # train split (or R2Gen's annotation.json): R2Gen's vocabulary
 
 
 def parse_args(argv: list[str] | None = None) -> ScoreConfig:
@@ -38,9 +46,27 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
     parser.add_argument("--per_image", action="store_true", help="score every line, not each study once")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="95%% CIs from N resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument(
+        "--r2gen_compat",
+        action="store_true",
+        help="score as R2Gen did: references cut to 59 tokens, rare words as <unk>, no CIDEr (needs --train_json)",
+    )
+    parser.add_argument(
+        "--train_json",
+        type=Path,
+        help="train split file (or R2Gen's annotation.json) for --r2gen_compat's vocabulary",
+    )
     config = ScoreConfig(**vars(parser.parse_args(argv)))
     if config.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")
+    if config.r2gen_compat and config.train_json is None:
+        parser.error("--r2gen_compat needs --train_json (R2Gen's vocabulary comes from the train reports)")
+    if config.train_json is not None and not config.r2gen_compat:
+        parser.error("--train_json is used only with --r2gen_compat")
+    if config.r2gen_compat and (config.legacy or config.no_normalize):
+        parser.error(
+            "--r2gen_compat cannot be combined with --legacy or --no_normalize (it sets the text itself)"
+        )
     return config
 
 
@@ -48,15 +74,22 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
 def main(argv: list[str] | None = None) -> dict:
     config = parse_args(argv)
     records = read_predictions(config.predictions)
+    compat = None
+    if config.r2gen_compat:
+        compat = R2GenCompat(R2GenVocabulary.from_file(config.train_json))
+        records = compat.transform(records)
     card = score_records(
         records,
-        normalize=not config.no_normalize,
+        normalize=not config.no_normalize and compat is None,  # R2Gen's texts are already cleaned
         per_image=config.per_image,
         bootstrap=config.bootstrap,
         seed=config.seed,
         legacy=config.legacy,
         source=str(config.predictions),
+        parse=whole_text if compat else parse_sections,
     )
+    if compat:
+        annotate_card(card, compat)
     out = config.out or config.predictions.with_suffix(".scores.json")
     atomic_write_json(out, card)
     print(format_card(card))

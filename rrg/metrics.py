@@ -23,7 +23,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from .entries import study_id_from_filename
 from .io import InputError, iter_jsonl
-from .sections import parse_sections
+from .sections import Sections, parse_sections
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 SECTIONS = ("report", "findings", "impression")
@@ -507,13 +507,15 @@ def score_records(
     legacy: bool = False,
     source: str = "",
     meteor: MeteorScorer | None = None,
+    parse: Callable[[str], Sections] = parse_sections,
 ) -> dict:
     """Score generated reports; returns the metric card (see the README for its keys).
 
     records: dicts with "prediction" and "reference" (a string or a list of strings), optionally
     "study_id", "images", "id". Unless per_image, only the first line of each study (file order) is
     scored; the dropped lines are counted. Legacy scoring (the reference paper's code) always runs on
-    every line. A running MeteorScorer may be passed to reuse its JVM (it is left open).
+    every line. A running MeteorScorer may be passed to reuse its JVM (it is left open). `parse` splits a
+    text into sections (rrg.r2gen_compat passes one that keeps R2Gen's texts whole).
     """
     for i, record in enumerate(records, start=1):
         _check_record(record, record.get("_where", f"record {i}"))
@@ -544,8 +546,8 @@ def score_records(
             empty_predictions += 1
             if empty_predictions <= 5:
                 _say(f"warning: {record.get('_where', f'record {i}')}: empty prediction (scored as empty)")
-        pred = parse_sections(record["prediction"])
-        refs = [parse_sections(r) for r in _references(record)]
+        pred = parse(record["prediction"])
+        refs = [parse(r) for r in _references(record)]
         texts["report"][0].append(clean(pred.body))
         texts["report"][1].append([clean(r.body) for r in refs])
         rows["report"].append(i - 1)
