@@ -57,6 +57,13 @@ class Report2JsonConfig:
     skip_missing: bool = field(
         default=False, metadata={"help": "skip (and count) missing images / studies without images"}
     )
+    images_from_csv: bool = field(
+        default=False,
+        metadata={
+            "help": "list each study's image files from indiana_projections.csv, not the images folder "
+            "(no images needed: for text-only work such as eval/baselines.py)"
+        },
+    )
 
 
 @exits_on_input_error
@@ -77,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference_csv:
         table = read_reference_table(args.reference_csv, args.data_dir)
     else:
-        table = build_reports_table(args.data_dir, skip_missing=args.skip_missing, notes=config.notes)
+        table = build_reports_table(
+            args.data_dir,
+            skip_missing=args.skip_missing,
+            images_from_csv=args.images_from_csv,
+            notes=config.notes,
+        )
     splits = build_split(args.protocol, table, config)
     audit = leak_audit(splits, table)
     audit["protocol"] = args.protocol

@@ -2,6 +2,10 @@
 
 Each line of predictions.jsonl holds "id", "prediction" and "reference" (a string or a list of strings),
 optionally "study_id" and "images". Prints a small table and writes the JSON metric card.
+
+--r2gen_compat --train_json data/r2gen/train_report.json scores the texts R2Gen's evaluation scores
+(references cut to 59 tokens, words seen fewer than 3 times in train as <unk>, no CIDEr; rrg/r2gen_compat.py),
+so that rows on the R2Gen split compare with the papers that reuse its code.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pathlib import Path
 from rrg.cli import exits_on_input_error
 from rrg.io import InputError, atomic_write_json
 from rrg.metrics import format_card, read_predictions, score_records
+from rrg.r2gen_compat import R2GenCompat, R2GenVocabulary, annotate_card, whole_text
+from rrg.sections import parse_sections
 
 
 @dataclass
@@ -29,6 +35,8 @@ class ScoreConfig:
     labeler: str = "offline"  # CheXpert-14 labels for the clinical block: offline | chexbert | none
     uncertain: str = "positive"  # an uncertain label counts as positive (f1chexbert) or negative
     radgraph: bool = False  # also RadGraph-F1 (the radgraph package; downloads its model on first use)
+    r2gen_compat: bool = False  # score the texts R2Gen's own evaluation scores (needs train_json)
+    train_json: Path | None = None  # train split (or R2Gen's annotation.json): R2Gen's vocabulary
 
 
 def parse_args(argv: list[str] | None = None) -> ScoreConfig:
@@ -61,9 +69,27 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
     parser.add_argument(
         "--radgraph", action="store_true", help="add RadGraph-F1 (radgraph package; downloads its model)"
     )
+    parser.add_argument(
+        "--r2gen_compat",
+        action="store_true",
+        help="score as R2Gen did: references cut to 59 tokens, rare words as <unk>, no CIDEr (needs --train_json)",
+    )
+    parser.add_argument(
+        "--train_json",
+        type=Path,
+        help="train split file (or R2Gen's annotation.json) for --r2gen_compat's vocabulary",
+    )
     config = ScoreConfig(**vars(parser.parse_args(argv)))
     if config.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")
+    if config.r2gen_compat and config.train_json is None:
+        parser.error("--r2gen_compat needs --train_json (R2Gen's vocabulary comes from the train reports)")
+    if config.train_json is not None and not config.r2gen_compat:
+        parser.error("--train_json is used only with --r2gen_compat")
+    if config.r2gen_compat and (config.legacy or config.no_normalize):
+        parser.error(
+            "--r2gen_compat cannot be combined with --legacy or --no_normalize (it sets the text itself)"
+        )
     return config
 
 
@@ -74,9 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
     if out.exists() and not config.overwrite:  # checked before the slow part
         raise InputError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
     records = read_predictions(config.predictions)
+    compat = None
+    if config.r2gen_compat:
+        compat = R2GenCompat(R2GenVocabulary.from_file(config.train_json))
+        records = compat.transform(records)
     card = score_records(
         records,
-        normalize=not config.no_normalize,
+        normalize=not config.no_normalize and compat is None,  # R2Gen's texts are already cleaned
         per_image=config.per_image,
         bootstrap=config.bootstrap,
         seed=config.seed,
@@ -85,7 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
         labeler=config.labeler,
         uncertain=config.uncertain,
         radgraph=config.radgraph,
+        parse=whole_text if compat else parse_sections,
     )
+    if compat:
+        annotate_card(card, compat)
     atomic_write_json(out, card)
     print(format_card(card))
     print(f"metric card: {out}")

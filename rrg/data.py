@@ -172,6 +172,7 @@ def build_reports_table(
     *,
     image_dir: str | os.PathLike | None = None,
     skip_missing: bool = False,
+    images_from_csv: bool = False,
     notes: dict | None = None,
 ) -> pd.DataFrame:
     """One row per study (uid order): uid, num_images, image_files (';'-joined, sorted), views (';'-joined),
@@ -180,14 +181,23 @@ def build_reports_table(
     Images are listed from the folder and matched to views with indiana_projections.csv, as the
     reference's report.csv was made (the CSV misses a few files of the folder, e.g. in studies 2084, 2560
     and 3809; their view is "Unknown").
+
+    images_from_csv lists them from indiana_projections.csv instead, so no images folder is needed (for
+    text-only work such as eval/baselines.py). The folder's 4 unlisted files are then absent: studies 2084
+    and 3809 get another second image, which changes no entry's text and no study's entry count.
     """
     notes = {} if notes is None else notes
     data_dir = Path(data_dir)
     reports_path, projections_path = data_dir / "indiana_reports.csv", data_dir / "indiana_projections.csv"
     reports = read_reports(reports_path)
     projections = read_projections(projections_path)
-    image_dir = Path(image_dir) if image_dir else find_image_dir(data_dir)
-    grouped = images_by_study(list_images(image_dir), projections, str(projections_path), skip_missing, notes)
+    if images_from_csv:
+        image_dir = projections_path
+        image_names = sorted(set(projections["filename"]))
+    else:
+        image_dir = Path(image_dir) if image_dir else find_image_dir(data_dir)
+        image_names = list_images(image_dir)
+    grouped = images_by_study(image_names, projections, str(projections_path), skip_missing, notes)
     view_of = dict(zip(projections["filename"], projections["projection"]))
 
     without_images = [uid for uid in reports["uid"] if uid not in grouped]

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from .entries import study_id_from_filename
 from .io import InputError, iter_jsonl
-from .sections import parse_sections
+from .sections import Sections, parse_sections
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 SECTIONS = ("report", "findings", "impression")
@@ -591,6 +591,7 @@ def score_records(
     labeler: str = "offline",
     uncertain: str = "positive",
     radgraph: bool = False,
+    parse: Callable[..., Sections] = parse_sections,
 ) -> dict:
     """Score generated reports; returns the metric card (see the README for its keys).
 
@@ -600,6 +601,8 @@ def score_records(
     every line. A running MeteorScorer may be passed to reuse its JVM (it is left open).
     labeler ("offline", "chexbert" or "none"), uncertain and radgraph choose the "clinical" block
     (rrg.clinical): CheXpert-14 label F1 of each study's prediction against its first reference.
+    `parse` splits a text into sections (rrg.r2gen_compat passes one that keeps R2Gen's texts whole);
+    it takes keep_spacing like parse_sections.
     """
     for i, record in enumerate(records, start=1):
         _check_record(record, record.get("_where", f"record {i}"))
@@ -634,8 +637,8 @@ def score_records(
             empty_predictions += 1
             if empty_predictions <= 5:
                 _say(f"warning: {record.get('_where', f'record {i}')}: empty prediction (scored as empty)")
-        pred = parse_sections(record["prediction"], keep_spacing=not normalize)
-        refs = [parse_sections(r, keep_spacing=not normalize) for r in _references(record)]
+        pred = parse(record["prediction"], keep_spacing=not normalize)
+        refs = [parse(r, keep_spacing=not normalize) for r in _references(record)]
         texts["report"][0].append(clean(pred.body))
         texts["report"][1].append([clean(r.body) for r in refs])
         rows["report"].append(i - 1)

@@ -99,6 +99,9 @@ def load_scores(path: str | os.PathLike) -> ScoreCard:
     ci95 = data.get("ci95") or {}
     if not isinstance(ci95, dict):
         raise InputError(f"{path}: field 'ci95' must be an object")
+    # score_records writes null for a section no reference has (e.g. every section but "report" under
+    # --r2gen_compat): no intervals, not an error.
+    ci95 = {section: intervals for section, intervals in ci95.items() if intervals is not None}
     for section, intervals in ci95.items():
         if not isinstance(intervals, dict):
             raise InputError(f"{path}: field 'ci95.{section}' must be an object of metric: [lo, hi]")
@@ -197,6 +200,9 @@ def infer_split_label(card: ScoreCard) -> str:
 
 
 def tooling_label(card: ScoreCard) -> str:
+    compat = card.settings.get("r2gen_compat")
+    if compat:  # eval/score.py --r2gen_compat: the texts R2Gen's own evaluation scores
+        return f"{COCO_TOOLING}, R2Gen-compatible (refs cut to {compat.get('reference_tokens_kept', 59)} tokens, <unk>)"
     if card.settings.get("normalize"):
         return f"{COCO_TOOLING}, normalized text"
     return COCO_TOOLING
