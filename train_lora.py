@@ -92,10 +92,10 @@ class TrainConfig:
     epochs: int = arg(10, "Passes over the training split (unless --max_steps is set).")
     max_steps: int = arg(0, "> 0: stop after this many optimizer steps, and size the schedule to them.")
     # Per-device micro-batch x accumulation = 64 samples per step, the reference's effective batch.
-    # Micro-batch 8, compiled, no checkpointing was the fastest setting on an H100 (22.1 samples/s,
-    # 36.5 GiB; results/benchmark-h100.json). Less memory: --gradient_checkpointing --batch_size 16
-    # --gradient_accumulation_steps 4 (13.5 samples/s, 22.5 GiB, an earlier session; with --load_in_4bit
-    # 14.1 samples/s, 13.2 GiB).
+    # Micro-batch 8, compiled, no checkpointing was the fastest setting on an H100 (21.8 samples/s,
+    # 38.3 GiB with fp32 master weights; results/benchmark-h100.json). Less memory: --gradient_checkpointing
+    # --batch_size 16 --gradient_accumulation_steps 4 (13.5 samples/s, 22.5 GiB, an earlier session, before
+    # master weights; with --load_in_4bit 14.1 samples/s, 15.3 GiB).
     batch_size: int = arg(
         8, "Micro-batch per device; the effective batch is this x --gradient_accumulation_steps x processes."
     )

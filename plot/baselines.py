@@ -35,7 +35,7 @@ PROTOCOL_TITLES = {
 SUMMARY_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 # Where the clinical-efficacy labeler (issue 14) puts its micro-averaged F1 in a score card. This is the
 # only place that knows: adapt it here when that block's layout is settled.
-CLINICAL_F1_PATH = ("clinical", "f1_14", "micro")
+CLINICAL_F1_PATH = ("clinical", "summary", "f1_micro_14")
 
 
 def clinical_f1(card: dict) -> float | None:

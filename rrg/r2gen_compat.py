@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .entries import load_entries
 from .io import InputError
-from .metrics import normalize_report
+from .metrics import RAW_TEXT_NOTE, normalize_report
 from .sections import Sections, parse_sections
 
 MAX_SEQ_LENGTH = 60  # R2Gen's --max_seq_length for IU X-Ray (run_iu_xray.sh)
@@ -179,7 +179,6 @@ def whole_text(text: str, keep_spacing: bool = False) -> Sections:
     return Sections(findings=None, impression=None, body=" ".join(text.split()))
 
 
-RAW_TEXT_NOTE = "text raw (whitespace squashed)"
 
 
 def annotate_card(card: dict, compat: R2GenCompat) -> dict:

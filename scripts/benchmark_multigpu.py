@@ -430,20 +430,29 @@ def markdown_tables(report: dict) -> str:
         )
     gen = report.get("generation", [])
     if gen:
-        base = next((g["reports_per_s"] for g in gen if g["gpus"] == 1 and "reports_per_s" in g), None)
+        steady = {
+            g["gpus"]: g for g in report.get("generation_per_process_rate", gen) if "reports_per_s" in g
+        }
+        whole = {g["gpus"]: g["reports"] / g["wall_s"] for g in gen if g.get("returncode") == 0}
         lines += [
             "",
-            "| generation (100-token reports) | reports/s | scaling efficiency |",
-            "|---|---:|---:|",
+            "| generation (100-token reports, batch 256 per GPU) | reports/s after the first batch | "
+            "scaling efficiency | reports/s of the whole command (loading included) | scaling efficiency |",
+            "|---|---:|---:|---:|---:|",
         ]
-        for g in gen:
-            if "reports_per_s" not in g:
-                lines.append(f"| {g['gpus']} GPU(s), batch {g['batch_size']} | failed | |")
-                continue
-            eff = f"{100 * g['reports_per_s'] / (g['gpus'] * base):.0f}%" if base else ""
-            lines.append(
-                f"| {g['gpus']} GPU(s), batch {g['batch_size']} | {g['reports_per_s']:.1f} | {eff} |"
-            )
+        for n in sorted(set(steady) | set(whole)):
+            cells = []
+            for table in (steady, whole):
+                value = table.get(n)
+                value = value["reports_per_s"] if isinstance(value, dict) else value
+                base = table.get(1)
+                base = base["reports_per_s"] if isinstance(base, dict) else base
+                cells += (
+                    [f"{value:.1f}", f"{100 * value / (n * base):.0f}%" if base else ""]
+                    if value
+                    else ["not run", ""]
+                )
+            lines.append(f"| {n} GPU{'s' if n > 1 else ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

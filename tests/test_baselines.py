@@ -58,12 +58,12 @@ def run_cli(folder, method, out, seed=0) -> list[dict]:
 
 
 def test_every_method_writes_the_eval_schema(sample_dirs, tmp_path):
-    from rrg.generate import _prediction_line
+    from rrg.generate import prediction_line
 
     folder = sample_dirs["reference"]
     test, train = load_entries(folder / "test_report.json"), load_entries(folder / "train_report.json")
     train_reports = {e.response for e in train}
-    eval_keys = set(_prediction_line(test[0], test[0].images, "x", {"image_control": 0, "generation": 0,
+    eval_keys = set(prediction_line(test[0], test[0].images, "x", {"image_control": 0, "generation": 0,
                                                                         "model": 0, "adapter": 0}))  # fmt: skip
     for method in METHODS:
         lines = run_cli(folder, method, tmp_path / method)
@@ -319,8 +319,8 @@ def test_baselines_figure_and_summary_pick_up_clinical_f1_when_present(tmp_path)
         "CIDEr": 0.5,
     }
     cards = {
-        "constant": {"metrics": {"report": metrics}, "clinical": {"f1_14": {"micro": 0.123}}},
-        "random": {"metrics": {"report": metrics}},  # no clinical block (yet)
+        "constant": {"metrics": {"report": metrics}, "clinical": {"summary": {"f1_micro_14": 0.123}}},
+        "random": {"metrics": {"report": metrics}},  # scored with --labeler none: no clinical block
     }
     for method, card in cards.items():
         atomic_write_json(tmp_path / "clean" / f"{method}.scores.json", card)
