@@ -179,8 +179,6 @@ def whole_text(text: str, keep_spacing: bool = False) -> Sections:
     return Sections(findings=None, impression=None, body=" ".join(text.split()))
 
 
-
-
 def annotate_card(card: dict, compat: R2GenCompat) -> dict:
     """Record the setting in the card and drop CIDEr, which R2Gen's evaluation never computes."""
     for scores in card["metrics"].values():
