@@ -1,11 +1,11 @@
-"""The text-only baselines per protocol: BLEU-4 beside clinical F1 (figure) and every headline metric (table).
+"""The text-only baselines per protocol: BLEU-4 beside clinical F1-14 and F1-5 (figure), every headline metric (table).
 
     python plot/baselines.py --root results/baselines --summary results/baselines/summary.md
 
 Reads ROOT/<protocol>/<method>.scores.json (and, where present, .r2gen_compat and .legacy cards) as
 scripts/baselines.sh writes them. A template report that scores well on BLEU and poorly on clinical F1 is
 the point to see: n-gram overlap rewards the dataset's repetitive normal reports. Clinical F1 comes from the
-card's clinical block when the card has one (see clinical_f1) and shows as "n/a" otherwise.
+card's clinical block when the card has one (see CLINICAL_F1) and shows as "n/a" otherwise.
 """
 
 from __future__ import annotations
@@ -33,21 +33,28 @@ PROTOCOL_TITLES = {
     "reference": "reference (the paper's 80/20, Problems labels in the prompt)",
 }
 SUMMARY_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-# Where the clinical-efficacy labeler (issue 14) puts its micro-averaged F1 in a score card. This is the
-# only place that knows: adapt it here when that block's layout is settled.
-CLINICAL_F1_PATH = ("clinical", "summary", "f1_micro_14")
+# The clinical F1s shown, and where a score card's clinical block (rrg.clinical) holds them. Micro F1 over
+# the 14 observations is dominated by No Finding, which a "normal" template gets right; over the 5 most used
+# findings it asks whether the abnormal findings are right (a template scores 0).
+CLINICAL_F1 = {
+    "F1-14 micro": ("clinical", "summary", "f1_micro_14"),
+    "F1-5 micro": ("clinical", "summary", "f1_micro_5"),
+}
 
 
-def clinical_f1(card: dict) -> float | None:
-    """The card's clinical F1, or None when the card has no clinical block (yet)."""
-    value = card
-    for key in CLINICAL_F1_PATH:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise InputError(f"clinical F1 at {'.'.join(CLINICAL_F1_PATH)} is not a number: {value!r}")
-    return float(value)
+def clinical_f1(card: dict) -> dict[str, float | None]:
+    """The card's clinical F1s (CLINICAL_F1's names), None where the card has no clinical block."""
+    out: dict[str, float | None] = {}
+    for name, path in CLINICAL_F1.items():
+        value = card
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+        ):
+            raise InputError(f"clinical F1 at {'.'.join(path)} is not a number: {value!r}")
+        out[name] = None if value is None else float(value)
+    return out
 
 
 @dataclass
@@ -80,7 +87,7 @@ class Row:
     method: str
     scoring: str
     metrics: dict[str, float | None]
-    clinical: float | None
+    clinical: dict[str, float | None]
 
 
 def card_path(root: Path, protocol: str, method: str, kind: str = "") -> Path:
@@ -110,24 +117,27 @@ def load_rows(root: Path) -> list[Row]:
             legacy = card_path(root, protocol, method, "legacy")
             if legacy.exists():
                 metrics = legacy_sections(load_scores(legacy)).get("findings", {})
-                rows.append(Row(protocol, method, "legacy, per image (findings)", metrics, None))
+                no_clinical = dict.fromkeys(CLINICAL_F1)
+                rows.append(Row(protocol, method, "legacy, per image (findings)", metrics, no_clinical))
     if not found:
         raise InputError(f"{root}: no <protocol>/<method>.scores.json (run scripts/baselines.sh first)")
     return rows
 
 
 def summary_markdown(rows: list[Row]) -> str:
-    header = ["protocol", "method", "scoring", *SUMMARY_METRICS, "clinical F1"]
+    header = ["protocol", "method", "scoring", *SUMMARY_METRICS, *CLINICAL_F1]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
     for row in rows:
         cells = [format_value(row.metrics.get(m)) for m in SUMMARY_METRICS]
-        clinical = "n/a" if row.clinical is None else format_value(row.clinical)
-        lines.append("| " + " | ".join([row.protocol, row.method, row.scoring, *cells, clinical]) + " |")
+        clinical = ["n/a" if v is None else format_value(v) for v in row.clinical.values()]
+        lines.append("| " + " | ".join([row.protocol, row.method, row.scoring, *cells, *clinical]) + " |")
     note = (
         "Report section, one line per study, pycocoevalcap corpus-level, R2Gen-normalised text ('standard'); "
         "'R2Gen-compatible' = eval/score.py --r2gen_compat (references cut to 59 tokens, rare words as <unk>, no "
         "CIDEr); 'legacy' = the reference paper's metric code on every line, findings section (its own "
-        "BLEU and METEOR; no CIDEr). '–' = not computed; clinical F1 'n/a' = no clinical block in the card."
+        "BLEU and METEOR; no CIDEr). '–' = not computed. Clinical F1: CheXpert labels of the offline labeler, "
+        "micro F1 over the 14 observations and over the 5 most used (uncertain = positive); 'n/a' = no clinical "
+        "block in the card."
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
@@ -155,13 +165,14 @@ def plot_baselines(rows: list[Row], out: Path) -> Path:
     fig, axes = plt.subplots(
         1, len(protocols), figsize=(5.2 * len(protocols), 4.8), squeeze=False, sharey=True
     )
-    width = 0.38
+    width = 0.27
+    colours = {"F1-14 micro": "tab:orange", "F1-5 micro": "tab:green"}
     # The reference copy scores 1 by construction: clip its bars so the baselines stay readable.
     others = [
         v
         for r in rows
         if r.method != "reference_copy"
-        for v in (r.metrics.get("BLEU-4"), r.clinical)
+        for v in (r.metrics.get("BLEU-4"), *r.clinical.values())
         if v is not None
     ]
     top = max(0.3, 1.3 * max(others, default=0.0))
@@ -170,8 +181,8 @@ def plot_baselines(rows: list[Row], out: Path) -> Path:
         mine, bleu_name = panel_rows(rows, protocol)
         x = np.arange(len(mine))
         for i, row in enumerate(mine):
-            series = [(x[i] - width / 2, row.metrics.get("BLEU-4"), "tab:blue")]
-            series.append((x[i] + width / 2, row.clinical, "tab:orange"))
+            series = [(x[i] - width, row.metrics.get("BLEU-4"), "tab:blue")]
+            series += [(x[i] + k * width, row.clinical[n], colours[n]) for k, n in enumerate(CLINICAL_F1)]
             for position, value, colour in series:
                 if value is None:  # an outline where the bar would be, so the gap reads as "not measured"
                     ax.bar(position, 0.02 * top, width, fill=False, hatch="///", edgecolor=colour)
@@ -198,11 +209,11 @@ def plot_baselines(rows: list[Row], out: Path) -> Path:
     axes[0][0].set_ylabel("score (report, one line per study)")
     handles = [
         plt.Rectangle((0, 0), 1, 1, color="tab:blue"),
-        plt.Rectangle((0, 0), 1, 1, color="tab:orange"),
-        plt.Rectangle((0, 0), 1, 1, fill=False, hatch="///", edgecolor="tab:orange"),
+        *(plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()),
+        plt.Rectangle((0, 0), 1, 1, fill=False, hatch="///", edgecolor="grey"),
         plt.Rectangle((0, 0), 1, 1, color="grey", alpha=0.3),
     ]
-    labels = ["BLEU-4", "clinical F1", "clinical F1 not in the card (n/a)", legend_band]
+    labels = ["BLEU-4", *(f"clinical {n}" for n in colours), "not in the card (n/a)", legend_band]
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle(
         "Text-only baselines on IU X-Ray: no image, reports taken from the train split (↑: bar clipped)",

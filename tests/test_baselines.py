@@ -319,7 +319,10 @@ def test_baselines_figure_and_summary_pick_up_clinical_f1_when_present(tmp_path)
         "CIDEr": 0.5,
     }
     cards = {
-        "constant": {"metrics": {"report": metrics}, "clinical": {"summary": {"f1_micro_14": 0.123}}},
+        "constant": {
+            "metrics": {"report": metrics},
+            "clinical": {"summary": {"f1_micro_14": 0.123, "f1_micro_5": 0.045}},
+        },
         "random": {"metrics": {"report": metrics}},  # scored with --labeler none: no clinical block
     }
     for method, card in cards.items():
@@ -330,7 +333,7 @@ def test_baselines_figure_and_summary_pick_up_clinical_f1_when_present(tmp_path)
         for line in (tmp_path / "s.md").read_text().splitlines()
         if "| clean |" in line
     }
-    assert rows["constant"].endswith("| 0.123 |") and rows["random"].endswith("| n/a |")
+    assert rows["constant"].endswith("| 0.123 | 0.045 |") and rows["random"].endswith("| n/a | n/a |")
     assert (tmp_path / "fig.png").stat().st_size > 0
 
 
