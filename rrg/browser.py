@@ -85,10 +85,13 @@ def screenshot(
     return out
 
 
-# Resolves when every image in the window has loaded (or failed), then after one more frame.
+# Resolves when every image in the window has loaded (or failed), then after one more frame. Only images in
+# the window: the page's images are loading="lazy", and one far below never loads (the smoke run's screenshot
+# waited for such images until the script timeout once the cards grew taller).
 IMAGES_DECODED = """
 const done = arguments[arguments.length - 1];
-const pending = [...document.images].filter((i) => !i.complete).map((i) => new Promise((ok) => {
+const inWindow = (i) => { const r = i.getBoundingClientRect(); return r.bottom > 0 && r.top < innerHeight; };
+const pending = [...document.images].filter((i) => inWindow(i) && !i.complete).map((i) => new Promise((ok) => {
   i.addEventListener("load", ok); i.addEventListener("error", ok);
 }));
 Promise.all(pending).then(() => requestAnimationFrame(() => done(true)));

@@ -1,0 +1,63 @@
+"""The multi-GPU benchmark's arithmetic (scripts/benchmark_multigpu.py): what it reads from a launch's
+files. The launches themselves need GPUs; these parts do not."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import benchmark_multigpu as B  # noqa: E402
+
+
+def test_generation_rate_times_each_process_from_its_own_first_batch():
+    # Two processes, batches of 2 reports a second: rank 0 from t=1, rank 1 (slower to load) from t=2.9; each
+    # makes 2 reports/s after its first batch, 4 together. Timing all lines from the first file's first batch
+    # would count rank 1's first batch inside the window: (12 - 2) / 3.9 = 2.6.
+    r0, r1 = "predictions.jsonl.rank0", "predictions.jsonl.rank1"
+    samples = [
+        (0.0, {}),
+        (1.0, {r0: 2, r1: 0}),
+        (2.0, {r0: 4, r1: 0}),
+        (2.9, {r0: 4, r1: 2}),
+        (3.0, {r0: 6, r1: 2}),
+        (3.9, {r0: 6, r1: 4}),
+        (4.9, {r0: 6, r1: 6}),
+        (5.0, {"predictions.jsonl": 12}),  # merged: the parts are gone
+    ]
+    assert B.steady_rate(samples) == pytest.approx((4.0, 8))
+    one = [
+        (0.0, {}),
+        (1.0, {"predictions.jsonl": 3}),
+        (2.0, {"predictions.jsonl": 6}),
+        (3.0, {"predictions.jsonl": 9}),
+    ]
+    assert B.steady_rate(one) == pytest.approx((3.0, 6))
+    assert B.steady_rate([(0.0, {}), (1.0, {"predictions.jsonl": 3})]) is None  # one batch: nothing timed
+
+
+def test_train_figures_count_effective_batches_after_the_warm_up(tmp_path):
+    lines = [{"type": "train", "step": s, "loss": 10.0 - s, "elapsed_s": 60.0 + 2.0 * s} for s in range(1, 9)]
+    lines.insert(4, {"type": "eval", "step": 4, "val_loss": 7.5})
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    figures = B.train_figures(tmp_path, warmup=2, effective_batch=64)
+    assert figures["samples_per_s"] == pytest.approx(64 * 6 / (76.0 - 64.0))  # steps 3..8 after step 2
+    assert figures["losses"] == [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0]
+    assert figures["val_losses"] == [7.5] and figures["first_step_elapsed_s"] == 62.0
+
+
+def test_commands_are_what_a_user_types():
+    assert B.command("train_lora.py", ["--x"], 1, "ddp")[1:] == ["train_lora.py", "--x"]
+    cmd = B.command("train_lora.py", ["--x"], 4, "zero2")
+    assert cmd[cmd.index("--config_file") + 1] == "scripts/accelerate/deepspeed_zero2.yaml"
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-2:] == ["train_lora.py", "--x"]
+
+
+def test_committed_results_render():
+    table = B.markdown_tables(json.loads((REPO / "results" / "benchmark-h200x4.json").read_text()))
+    assert "| ddp | 4 | 8 x 2 | 87.84 | 92% |" in table and "| 4 GPUs | not run |" in table
