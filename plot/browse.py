@@ -226,7 +226,6 @@ def build_page(
     )
     title = title or "Cases: " + " vs ".join(run.name for run in runs)
     atomic_write_text(out, render_page(data, runs, title))
-    out.chmod(0o644)  # readable by a web server (the atomic write's temporary file is private)
     return out
 
 

@@ -29,6 +29,7 @@ from rrg.cases import STUDY_METRICS, build_cases, load_run
 from rrg.cli import exits_on_input_error
 from rrg.entries import DEFAULT_IMAGE_DIR
 from rrg.io import InputError
+from rrg.results import save_figure
 
 MATCH, OTHER, LABEL = "#1a7f37", "#30343b", "#6b7280"
 FONT_SIZE = 8.5
@@ -202,17 +203,11 @@ def make_figure(picked: list[tuple[dict, str]], run_name: str):
 
 
 def _save(fig, out: Path, dpi: int) -> list[Path]:
-    """PNG and PDF beside each other, each written to a temporary name and renamed (atomic)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in (out.with_suffix(".png"), out.with_suffix(".pdf")):
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        # Unhinted glyphs: the words sit where their measured (unhinted) widths put them, at any dpi.
-        with matplotlib.rc_context({"text.hinting": "no_hinting", "text.hinting_factor": 1}):
-            fig.savefig(tmp, dpi=dpi)
-        tmp.replace(path)
-        written.append(path)
-    plt.close(fig)
+    """PNG and PDF beside each other, each written atomically (rrg.results.save_figure)."""
+    # Unhinted glyphs: the words sit where their measured (unhinted) widths put them, at any dpi.
+    with matplotlib.rc_context({"text.hinting": "no_hinting", "text.hinting_factor": 1}):
+        written = [save_figure(fig, out.with_suffix(".png"), close=False, dpi=dpi)]
+        written.append(save_figure(fig, out.with_suffix(".pdf"), dpi=dpi))
     return written
 
 

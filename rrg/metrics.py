@@ -669,8 +669,9 @@ def score_records(
     finally:
         if own_meteor:
             meteor.close()
+    # One set of study resamples for every interval: the n-gram metrics' and the clinical block's.
+    weights = resample_weights(len(kept), bootstrap, seed) if bootstrap else None
     if bootstrap:
-        weights = resample_weights(len(kept), bootstrap, seed)
         card["ci95"] = {}
         for section in SECTIONS:  # the same draws of studies for every section and metric
             if not rows[section]:
@@ -683,14 +684,14 @@ def score_records(
 
         result = legacy_scores([_references(r)[0] for r in records], [r["prediction"] for r in records])
         card["legacy"] = {**result, "per_line": True}
-    if labeler != "none" or radgraph:  # the same study resamples as the n-gram intervals
+    if labeler != "none" or radgraph:
         card["clinical"] = clinical_scores(
             [r["prediction"] for r in kept],
             [_references(r)[0] for r in kept],
             labeler=labeler,
             uncertain=uncertain,
             radgraph=radgraph,
-            weights=resample_weights(len(kept), bootstrap, seed) if bootstrap else None,
+            weights=weights,
         )
     card["counts"] = {
         "lines": len(records),

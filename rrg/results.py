@@ -337,14 +337,16 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def save_figure(fig, out: str | os.PathLike, **savefig_kwargs) -> Path:
-    """Write a matplotlib figure atomically (temporary file, then rename) and close it."""
+def save_figure(fig, out: str | os.PathLike, close: bool = True, **savefig_kwargs) -> Path:
+    """Write a matplotlib figure atomically (temporary file, then rename) and close it (unless close=False:
+    the same figure is saved again, e.g. as PDF)."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     fig.savefig(tmp, **savefig_kwargs)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     tmp.replace(out)  # a reader never sees half a PNG
     return out

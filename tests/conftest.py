@@ -64,3 +64,28 @@ def converted(tiny_original, tmp_path_factory) -> Path:
     from rrg.convert import convert_checkpoint
 
     return convert_checkpoint(tiny_original, tmp_path_factory.mktemp("converted") / "llava-med-hf")
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for a gloo process group's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join_process_group(rank: int, world: int, port: int) -> None:
+    """In a spawned test process: the environment `accelerate launch` would give rank `rank` of `world`
+    (gloo on the loopback), one CPU thread each so two processes share the box's cores."""
+    import torch
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        OMP_NUM_THREADS="1",  # else accelerate picks a thread count per process
+    )
+    torch.set_num_threads(1)

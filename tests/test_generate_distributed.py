@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port, join_process_group
 from PIL import Image
 
 from rrg.io import read_jsonl
@@ -80,15 +79,7 @@ def stand_ins(monkeypatch: pytest.MonkeyPatch, log: Path, rank: int) -> None:
 
 
 def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        OMP_NUM_THREADS="1",  # else accelerate picks a thread count per process
-    )
-    torch.set_num_threads(1)
+    join_process_group(rank, world, port)
     from rrg.evaluate import main
 
     folder = Path(folder)
@@ -98,12 +89,6 @@ def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> Non
         (folder / "two" / f"card-{rank}.json").write_text(json.dumps(card))
         stand_ins(monkeypatch, folder / "resume2" / "calls.jsonl", rank)
         main(eval_args(folder, model_dir, folder / "resume2" / "predictions.jsonl", "--resume"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kept(record: dict) -> dict:

@@ -5,8 +5,6 @@ and a locked output folder stops both ranks (neither waits for the other)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port, join_process_group
 from PIL import Image
 
 from rrg.lock import output_lock
@@ -74,14 +73,7 @@ def grads(model) -> dict[str, torch.Tensor]:
 
 
 def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
-    torch.set_num_threads(1)
+    join_process_group(rank, world, port)
     from accelerate import Accelerator
 
     import train_lora
@@ -116,12 +108,6 @@ def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> Non
         [*common, "--output_dir", str(folder / "out"), "--val_json", str(folder / "split.jsonl")]
         + ["--dtype", "bfloat16"]
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_match_one_process_on_the_global_batch(tiny_model_dir, tmp_path):
