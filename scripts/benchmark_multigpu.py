@@ -368,6 +368,10 @@ def qlora_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path) ->
     extra = ["--overwrite", "--load_in_4bit", "--gradient_checkpointing"]
     cmd = command("train_lora.py", train_args(paths, out, cfg, 2, *extra), 2, "ddp")
     row = {"engine": "ddp", "gpus": 2, "load_in_4bit": True, "gradient_checkpointing": True}
+    row |= {
+        "micro_batch": cfg.micro_batch,
+        "gradient_accumulation_steps": cfg.effective_batch // (cfg.micro_batch * 2),
+    }
     row |= run_launch(cmd, workdir / "logs" / "qlora-ddp-2.log", out / "train_log.jsonl", cfg.timeout)
     if row["returncode"] == 0:
         row |= train_figures(out, cfg.warmup_steps, cfg.effective_batch)
@@ -416,7 +420,9 @@ def markdown_tables(report: dict) -> str:
         "| engine | GPUs | micro-batch x accumulation | samples/s | scaling efficiency | peak GiB per GPU | first step (s) |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
-    for r in report.get("train", []):
+    qlora = report.get("qlora")
+    qlora = [qlora | {"engine": "ddp, QLoRA"}] if qlora else []  # --load_in_4bit --gradient_checkpointing
+    for r in report.get("train", []) + qlora:
         if "samples_per_s" not in r:
             lines.append(
                 f"| {r['engine']} | {r['gpus']} | | not run: {r.get('error', '?').splitlines()[-1][:80]} | | | |"

@@ -61,3 +61,6 @@ def test_commands_are_what_a_user_types():
 def test_committed_results_render():
     table = B.markdown_tables(json.loads((REPO / "results" / "benchmark-h200x4.json").read_text()))
     assert "| ddp | 4 | 8 x 2 | 87.84 | 92% |" in table and "| 4 GPUs | not run |" in table
+    table = B.markdown_tables(json.loads((REPO / "results" / "benchmark-h200x2.json").read_text()))
+    assert "| ddp, QLoRA | 2 | 8 x 4 | 26.34 |  | 14.2 |" in table  # the QLoRA launch's own row
+    assert "| 2 GPUs | 72.1 | 99% |" in table
