@@ -19,9 +19,12 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      ckpt, compile, budget=X activation memory budget, log=N steps per log line);
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
-     100-token reports over --gen_configs (batch size[:KV cache][+workers=N]).
+     100-token reports over --gen_configs (batch size[:KV cache][+fp8][+workers=N]); each configuration
+     after the first of its batch size is compared with that first one: the share of identical reports
+     and where the others first differ (`agreement`; e.g. "256,256+fp8": eval's --fp8 against bf16).
 Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
-gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache and padding).
+gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache, padding and,
+last, with the decoder's linears in FP8).
 Compiled configurations pay their compilation in the warm-up; graphs_compiled_while_timed shows none
 happened inside the timed window.
 Needs the shared data (tokenizer.model and indiana_reports.csv): $RRG_SHARED_DATA or ../shared/data.
@@ -61,8 +64,9 @@ from rrg.attention import ATTENTION  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
 from rrg.evaluate import EvalConfig  # noqa: E402
+from rrg.float8 import is_quantized_for_generation, quantize_for_generation  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
-from rrg.io import atomic_write_json  # noqa: E402
+from rrg.io import atomic_write_json, read_jsonl  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
 from rrg.model import load_base_model, load_processor  # noqa: E402
 from rrg.processor import build_processor, build_tokenizer, image_token_id, tokens_per_image  # noqa: E402
@@ -88,7 +92,9 @@ class BenchConfig:
     train_samples: int = 256  # timed samples per configuration (after warm-up)
     grad_accum: int = 4  # micro-batches per optimizer step in the timed loop
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
-    # batch size[:KV cache implementation][+workers=N (loader workers)], e.g. "256,256:static,320+workers=8"
+    # batch size[:KV cache implementation][+fp8 (eval's --fp8)][+workers=N (loader workers)], e.g.
+    # "256,256:static,256+fp8,320+workers=8". fp8 quantises the loaded model in place; a bf16 configuration
+    # after an fp8 one reloads it, so list the fp8 ones last.
     gen_configs: str = "256,320"
     gen_workers: int = EvalConfig.num_workers  # loader workers where gen_configs names none: eval's default
     loader_workers: str = "4,8"  # worker counts for which the eval loader alone is timed
@@ -96,7 +102,7 @@ class BenchConfig:
     reference_gen_reports: int = 2
     new_tokens: int = 100  # every report is forced to exactly this length
     gen_diagnose_batch: int = 128
-    gen_diagnose_variants: str = ""  # comma-separated names (prompts/attention/cache); default: all
+    gen_diagnose_variants: str = ""  # comma-separated names (prompts/attention/cache[/fp8]); default: all
     num_workers: int = 8  # training loader workers
     train_profile: bool = False  # profile two accumulation groups of each training configuration
     trace_dir: str = ""  # with --train_profile: write each profile there as a gzipped Chrome trace
@@ -513,7 +519,7 @@ def eval_loader_timings(entries, image_dir: Path, image_processor, cfg: BenchCon
     """The eval loader alone, for each of cfg.loader_workers, batches of the first generation setting."""
     items = [(e, e.images) for e in entries[: cfg.gen_reports]]
     paths = {e.images[0]: image_dir / e.images[0] for e in entries}
-    batch_size = int(cfg.gen_configs.split(",")[0].split("+")[0].split(":")[0])
+    batch_size = GenSpec.parse(cfg.gen_configs.split(",")[0], cfg.gen_workers).batch_size
     rows = []
     for workers in [int(w) for w in cfg.loader_workers.split(",") if w]:
         rows.append(loader_timing(items, paths, image_processor, batch_size, workers))
@@ -538,29 +544,102 @@ def loader_timing(items, paths, image_processor, batch_size: int, workers: int) 
     }
 
 
+@dataclass
+class GenSpec:
+    """One generation configuration of the sweep, e.g. "256:static+fp8+workers=8"."""
+
+    batch_size: int
+    cache: str | None = None  # GenerationSettings.cache_implementation (None: rrg.kv_cache)
+    fp8: bool = False  # the decoder's linears in FP8 (eval's --fp8, rrg.float8)
+    workers: int = EvalConfig.num_workers  # loader workers
+
+    @classmethod
+    def parse(cls, text: str, workers: int = EvalConfig.num_workers) -> GenSpec:
+        head, *options = text.strip().split("+")
+        size, *cache = head.split(":")
+        spec = cls(batch_size=int(size), cache=cache[0] if cache else None, workers=workers)
+        for option in options:
+            if option == "fp8":
+                spec.fp8 = True
+            elif option.startswith("workers="):
+                spec.workers = int(option.split("=", 1)[1])
+            else:
+                raise ValueError(f"unknown generation option {option!r} in {text!r} (fp8, workers=N)")
+        return spec
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """The first position at which two token sequences differ (where the shorter one ends, when it is
+    the start of the other); None when they are equal."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def agreement(reference: list[str], other: list[str], tokenize) -> dict:
+    """How far `other`'s reports are from `reference`'s (the same prompts, in order), on their tokens
+    (re-tokenised from the texts): the share of identical reports, and for the others the position of
+    the first token that differs (mean and median over the differing reports only)."""
+    if len(reference) != len(other):
+        raise ValueError(f"{len(reference)} reference reports but {len(other)} to compare")
+    differences = (first_difference(tokenize(a), tokenize(b)) for a, b in zip(reference, other))
+    positions = [p for p in differences if p is not None]
+    return {
+        "reports": len(reference),
+        "identical": len(reference) - len(positions),
+        "identical_share": (len(reference) - len(positions)) / len(reference) if reference else float("nan"),
+        "mean_first_difference_token": float(np.mean(positions)) if positions else None,
+        "median_first_difference_token": float(np.median(positions)) if positions else None,
+    }
+
+
+def with_agreement(rows: list[dict], texts: list[list[str] | None], tokenize) -> None:
+    """Give each row after the first of its batch size (both without error) its agreement with that first
+    (rows that have one keep it)."""
+    first: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        if texts[i] is None:
+            continue
+        if row["batch_size"] not in first:
+            first[row["batch_size"]] = i
+            continue
+        if "agreement" in row:
+            continue
+        j = first[row["batch_size"]]
+        row["agreement"] = {
+            "with": gen_label(rows[j]),
+            "with_row": j,
+            **agreement(texts[j], texts[i], tokenize),
+        }
+
+
 def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) -> list[dict]:
     """The eval scripts' path: rrg.generate.generate_predictions (DataLoader workers preprocess the next
-    batch while this one generates; each report appended to a JSONL)."""
-    model = load_base_model(str(model_dir), device_map={"": 0})
-    model.eval()
-    model.generation_config.min_new_tokens = cfg.new_tokens  # random weights: force full-length reports
+    batch while this one generates; each report appended to a JSONL). The texts of each configuration are
+    kept to compare with the first configuration of the same batch size (`agreement`)."""
+
+    def load() -> torch.nn.Module:
+        model = load_base_model(str(model_dir), device_map={"": 0})
+        model.eval()
+        model.generation_config.min_new_tokens = cfg.new_tokens  # random weights: force full-length reports
+        return model
+
+    model = load()
     processor = load_processor(str(model_dir))
     items = [(e, e.images) for e in entries[: cfg.gen_reports]]
     paths = {e.images[0]: image_dir / e.images[0] for e in entries}
-    results = []
+    results: list[dict] = []
+    texts: list[list[str] | None] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in cfg.gen_configs.split(","):
-            spec, *options = spec.split("+")
-            options = dict(option.split("=", 1) for option in options)
-            workers = int(options.pop("workers", cfg.gen_workers))
-            if options:
-                raise ValueError(f"unknown generation option(s) {options} in {spec!r} (workers=N)")
-            batch_size, *cache = spec.split(":")
-            batch_size = int(batch_size)
+        for text in cfg.gen_configs.split(","):
+            spec = GenSpec.parse(text, cfg.gen_workers)
+            batch_size, workers = spec.batch_size, spec.workers
             settings = GenerationSettings(
                 max_new_tokens=cfg.new_tokens,
                 batch_size=batch_size,
-                cache_implementation=cache[0] if cache else None,
+                cache_implementation=spec.cache,
+                fp8=spec.fp8,
             )
             identity = {
                 "image_control": "none",
@@ -569,25 +648,38 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                 "adapter": None,
             }
 
-            def run(n: int, name: str, settings=settings, identity=identity, workers=workers) -> None:
+            def run(model, n: int, name: str, settings=settings, identity=identity, workers=workers) -> Path:
                 out = Path(tmp) / f"{name}-{len(results)}.jsonl"
                 generate_predictions(
                     model, processor, items[:n], paths, out, identity, settings, num_workers=workers
                 )
+                return out
 
-            run(batch_size, "warmup")
-            torch.cuda.reset_peak_memory_stats()
+            reports = None
             try:
+                if spec.fp8 != is_quantized_for_generation(model):
+                    if not spec.fp8:  # FP8 is in place: bf16 needs the weights again
+                        model = None
+                        free_gpu()
+                        model = load()
+                    else:
+                        with timed() as quantizing:
+                            quantize_for_generation(model)
+                        print(f"decoder linears quantised to FP8 in {quantizing['s']:.1f} s", flush=True)
+                    free_gpu()
+                run(model, batch_size, "warmup")
+                torch.cuda.reset_peak_memory_stats()
                 with timed() as t, batch_timeline() as calls:
                     start = time.perf_counter()
-                    run(len(items), "timed")
+                    timed_out = run(model, len(items), "timed")
                 timeline = timeline_summary(calls, start, time.perf_counter())
                 peak = peak_gib()
+                reports = [record["prediction"] for record in read_jsonl(timed_out)]
                 # Then one batch to its first token (CLIP and the prompt's prefill, inside generate):
                 # the rest of a batch's generate time is decoding.
                 model.generation_config.min_new_tokens = 1
                 with timed() as first, batch_timeline() as first_calls:
-                    run(batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
+                    run(model, batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
                 model.generation_config.min_new_tokens = cfg.new_tokens
                 prefill_s = first_calls[0][1] - first_calls[0][0]
                 row = {
@@ -603,11 +695,15 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                     "workers": workers,
                     "timeline": timeline,
                 }
-            except Exception as e:  # out of memory, an unsupported cache: record it, try the next setting
+            except Exception as e:  # out of memory, an unsupported cache, no FP8: record it, try the next
                 row = {"batch_size": batch_size, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+                reports = None
                 free_gpu()
             row["cache"] = settings.cache_implementation or "dynamic"
+            row["fp8"] = spec.fp8
             results.append(row)
+            texts.append(reports)
+            with_agreement(results, texts, lambda t: processor.tokenizer.encode(t, add_special_tokens=False))
             print("generation:", json.dumps(row), flush=True)
     return results
 
@@ -706,8 +802,9 @@ def diagnose_generation(
     attention implementation (transformers' "sdpa", ours: rrg.attention) and KV cache (transformers'
     dynamic one, ours: rrg.kv_cache, static run eagerly, static under generate's compiled decode
     step), on prompts of one length ("equal": the default question) and of varied lengths ("padded":
-    with real indications, so the batch is left-padded and a mask reaches attention). Inputs are
-    built once: no image loading is timed."""
+    with real indications, so the batch is left-padded and a mask reaches attention); last, ours with
+    the decoder's linears in FP8 (eval's --fp8: the model is quantised in place, so nothing runs in bf16
+    after it). Inputs are built once: no image loading is timed."""
     batch_size = cfg.gen_diagnose_batch
     model = load_base_model(str(model_dir), device_map={"": 0}).eval()
     processor = load_processor(str(model_dir))
@@ -733,14 +830,16 @@ def diagnose_generation(
             return DynamicCache()  # transformers' own: appends with torch.cat
         return PreallocatedCache.for_generation(model, batch["input_ids"].shape[1], cfg.new_tokens)
 
-    variants = [  # (prompts, attention, KV cache); static caches last, compiled last of all
-        ("equal", "sdpa", "dynamic"),
-        ("equal", ATTENTION, "dynamic"),
-        ("equal", ATTENTION, "preallocated"),
-        ("padded", "sdpa", "dynamic"),
-        ("padded", ATTENTION, "preallocated"),
-        ("padded", ATTENTION, "static_eager"),
-        ("padded", ATTENTION, "static_compiled"),
+    variants = [  # (prompts, attention, KV cache, fp8); static caches late, compiled later, FP8 last
+        ("equal", "sdpa", "dynamic", False),
+        ("equal", ATTENTION, "dynamic", False),
+        ("equal", ATTENTION, "preallocated", False),
+        ("padded", "sdpa", "dynamic", False),
+        ("padded", ATTENTION, "preallocated", False),
+        ("padded", ATTENTION, "static_eager", False),
+        ("padded", ATTENTION, "static_compiled", False),
+        ("equal", ATTENTION, "preallocated", True),
+        ("padded", ATTENTION, "preallocated", True),
     ]
 
     def generate(batch, n: int, cache: str) -> None:
@@ -752,13 +851,16 @@ def diagnose_generation(
         model.generate(**batch, max_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
 
     chosen_variants = cfg.gen_diagnose_variants.split(",") if cfg.gen_diagnose_variants else None
-    for prompt_kind, attention, cache in variants:
-        name = f"{prompt_kind}/{attention}/{cache}"
+    for prompt_kind, attention, cache, fp8 in variants:
+        name = f"{prompt_kind}/{attention}/{cache}" + ("/fp8" if fp8 else "")
         if chosen_variants and name not in chosen_variants:
             continue
         batch = inputs[prompt_kind]
         model.set_attn_implementation(attention)
         try:
+            if fp8 and not is_quantized_for_generation(model):
+                quantize_for_generation(model)
+                free_gpu()
             with timed() as warm:
                 generate(batch, cfg.new_tokens, cache)  # compiles, where it compiles
             with timed() as full:
@@ -845,14 +947,29 @@ def summary_table(report: dict) -> str:
             continue
         ratio = r["reports_per_s"] / ref_gen if ref_gen else float("nan")
         lines.append(f"{gen_label(r):34} {r['reports_per_s']:10.2f} {r['peak_gib']:9.1f} {ratio:6.1f}")
+    for r in report.get("generation", []):
+        if "agreement" in r:
+            lines.append(f"agreement, {gen_label(r)}: {agreement_text(r['agreement'])}")
     return "\n".join(lines)
 
 
 def gen_label(row: dict) -> str:
-    label = f"ours bs {row['batch_size']} {row.get('cache', '')}"
+    label = f"ours bs {row['batch_size']} {row.get('cache', '')}" + (" fp8" if row.get("fp8") else "")
     if "workers" in row:  # rows of earlier runs did not record them
         label += f" {row['workers']} workers"
     return label
+
+
+def gen_flags(row: dict) -> str:
+    """The eval flags of a measured generation configuration, as the Markdown table shows them."""
+    flags = f"`--batch_size {row['batch_size']}" + (" --fp8" if row.get("fp8") else "") + "`"
+    return flags + ("" if row["cache"] == "dynamic" else f", {row['cache']} KV cache")
+
+
+def agreement_text(a: dict) -> str:
+    first = a["mean_first_difference_token"]
+    where = f", the others first differ at token {first:.1f} on average" if first is not None else ""
+    return f"{a['identical_share']:.1%} of {a['reports']} reports identical to {a['with']}{where}"
 
 
 def markdown_table(report: dict) -> str:
@@ -882,10 +999,26 @@ def markdown_table(report: dict) -> str:
     ]
     for r in report.get("generation", []):
         if "error" not in r:
-            cache = "" if r["cache"] == "dynamic" else f", {r['cache']} KV cache"
             rows.append(
-                f"| ours, `--batch_size {r['batch_size']}`{cache} | {r['reports_per_s']:.2f} | "
+                f"| ours, {gen_flags(r)} | {r['reports_per_s']:.2f} | "
                 f"{r['peak_gib']:.1f} | {r['reports_per_s'] / gen_ref:.0f}x |"
+            )
+    compared = [r for r in report.get("generation", []) if "agreement" in r]
+    if compared:
+        rows += [
+            "",
+            "| greedy texts against the first configuration of the batch size | reports | identical "
+            "| mean first difference (token) |",
+            "|---|---:|---:|---:|",
+        ]
+        for r in compared:
+            a = r["agreement"]
+            first = (
+                "" if a["mean_first_difference_token"] is None else f"{a['mean_first_difference_token']:.1f}"
+            )
+            rows.append(
+                f"| {gen_flags(r)} vs {gen_flags(report['generation'][a['with_row']])} | {a['reports']} | "
+                f"{a['identical_share']:.1%} | {first} |"
             )
     return "\n".join(rows)
 

@@ -1,0 +1,105 @@
+"""The generation benchmark's parsing and arithmetic (scripts/benchmark.py): configurations with fp8, and
+the agreement of each configuration's texts with the first one of its batch size. The timed runs need a
+GPU; these parts do not."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import benchmark as B  # noqa: E402
+
+
+def words(text: str) -> list[str]:
+    """A stand-in tokenizer: one token per word."""
+    return text.split()
+
+
+def test_generation_configs_parse_fp8_beside_cache_and_workers():
+    assert B.GenSpec.parse("256", workers=4) == B.GenSpec(batch_size=256, workers=4)
+    spec = B.GenSpec.parse("320:static+fp8+workers=8", workers=4)
+    assert spec == B.GenSpec(batch_size=320, cache="static", fp8=True, workers=8)
+    assert B.GenSpec.parse("256+fp8").fp8 and not B.GenSpec.parse("256:static").fp8
+    with pytest.raises(ValueError, match="unknown generation option 'fp16'"):
+        B.GenSpec.parse("256+fp16")
+
+
+def test_first_difference_is_the_first_differing_token():
+    assert B.first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert B.first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert B.first_difference([7, 2], [8, 2]) == 0
+    assert B.first_difference([1, 2], [1, 2, 3]) == 2  # one ends where the other goes on
+
+
+def test_agreement_counts_identical_reports_and_averages_where_the_others_differ():
+    reference = ["a b c", "a b c", "x y", "p q r s"]
+    other = ["a b c", "a b d", "x y", "p z r s"]
+    result = B.agreement(reference, other, words)
+    assert result["reports"] == 4 and result["identical"] == 2 and result["identical_share"] == 0.5
+    assert result["mean_first_difference_token"] == 1.5  # tokens 2 and 1
+    assert result["median_first_difference_token"] == 1.5
+    same = B.agreement(reference, reference, words)
+    assert same["identical_share"] == 1.0 and same["mean_first_difference_token"] is None
+    with pytest.raises(ValueError, match="4 reference reports but 3"):
+        B.agreement(reference, other[:3], words)
+
+
+def test_each_configuration_is_compared_with_the_first_of_its_batch_size():
+    rows = [
+        {"batch_size": 256, "cache": "dynamic", "fp8": False},
+        {"batch_size": 320, "cache": "dynamic", "fp8": False, "error": "OutOfMemoryError"},
+        {"batch_size": 256, "cache": "dynamic", "fp8": True},
+        {"batch_size": 320, "cache": "dynamic", "fp8": True},
+        {"batch_size": 320, "cache": "static", "fp8": True},
+        {"batch_size": 256, "cache": "static", "fp8": False},
+    ]
+    texts = [["a b", "c d"], None, ["a b", "c e"], ["a b", "c d"], ["a x", "c d"], ["a b", "c d"]]
+    B.with_agreement(rows, texts, words)
+    assert "agreement" not in rows[0] and "agreement" not in rows[1]  # firsts, and a failed run
+    assert rows[2]["agreement"]["with_row"] == 0 and rows[2]["agreement"]["identical_share"] == 0.5
+    assert rows[2]["agreement"]["with"] == "ours bs 256 dynamic"
+    # bs 320's first run failed: its first with texts is the reference of the later ones.
+    assert "agreement" not in rows[3]
+    assert rows[4]["agreement"]["with_row"] == 3 and rows[4]["agreement"]["mean_first_difference_token"] == 1
+    assert (
+        rows[5]["agreement"]["with_row"] == 0 and rows[5]["agreement"]["identical_share"] == 1.0
+    )  # not row 2
+
+
+def fp8_report() -> dict:
+    report = json.loads((REPO / "results" / "benchmark-h100.json").read_text())
+    bf16 = report["generation"][0]
+    fp8 = {**bf16, "fp8": True, "reports_per_s": 40.0, "peak_gib": 48.0}
+    fp8["agreement"] = {"with": B.gen_label(bf16), "with_row": 0, "reports": 1280, "identical": 640,
+                        "identical_share": 0.5, "mean_first_difference_token": 37.25,
+                        "median_first_difference_token": 30.0}  # fmt: skip
+    return {**report, "generation": [bf16, fp8]}
+
+
+def test_markdown_shows_the_fp8_row_and_its_agreement():
+    table = B.markdown_table(fp8_report())
+    assert "| ours, `--batch_size 256 --fp8` | 40.00 | 48.0 |" in table
+    assert "| ours, `--batch_size 256` | 31.05 | 55.5 | 112x |" in table
+    assert "| `--batch_size 256 --fp8` vs `--batch_size 256` | 1280 | 50.0% | 37.2 |" in table
+
+
+def test_markdown_of_results_without_fp8_is_unchanged():
+    """The README's table from the committed results: no fp8 row, no agreement table."""
+    table = B.markdown_table(json.loads((REPO / "results" / "benchmark-h100.json").read_text()))
+    assert "| ours, `--batch_size 256` | 31.05 | 55.5 | 112x |" in table
+    assert "fp8" not in table and "identical" not in table
+
+
+def test_summary_prints_the_agreement():
+    summary = B.summary_table(fp8_report())
+    assert "ours bs 256 dynamic fp8 4 workers" in summary
+    assert (
+        "agreement, ours bs 256 dynamic fp8 4 workers: 50.0% of 1280 reports identical to ours bs 256 dynamic "
+        "4 workers, the others first differ at token 37.2 on average" in summary
+    )
