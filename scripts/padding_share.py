@@ -1,0 +1,75 @@
+"""How much of a training micro-batch is padding: the most that sequence packing could save.
+
+    python scripts/padding_share.py --json_file data/train_report.json --tokenizer_dir <llava-med folder>
+
+Tokenises every entry as train_lora.py does (rrg.collate: prompt with 576 tokens an image + report + `</s>`),
+groups them into micro-batches as train_lora.py does (rrg.collate.length_grouped_batches, over a few epochs
+of its shuffles), and prints padded tokens / all tokens per micro-batch size. Images are not opened: only the
+number of views counts. No GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rrg.cli import exits_on_input_error  # noqa: E402
+from rrg.collate import encode_prompt, length_grouped_batches, question_of, select_images  # noqa: E402
+from rrg.entries import load_entries  # noqa: E402
+
+
+@dataclass
+class PaddingConfig:
+    json_file: str = field(metadata={"help": "a split file (data/report2json.py's train_report.json)"})
+    tokenizer_dir: str = field(metadata={"help": "folder with the LLaVA-Med tokenizer (tokenizer.model)"})
+    micro_batches: str = field(default="8,16", metadata={"help": "comma-separated micro-batch sizes"})
+    views: str = field(default="first", metadata={"help": "train_lora.py --views: first or all"})
+    image_tokens: int = field(default=576, metadata={"help": "tokens an image (LLaVA-Med v1.5: 576)"})
+    epochs: int = field(default=3, metadata={"help": "epochs of length-grouped shuffles to average over"})
+
+
+def sample_lengths(entries, tokenizer, views: str, per_image: int) -> list[int]:
+    """Token count of each training sample: prompt ids + report ids + `</s>` (rrg.collate.encode_sample)."""
+    prompts: dict[tuple[str, int], int] = {}
+    reports = tokenizer([e.response.strip() for e in entries], add_special_tokens=False)["input_ids"]
+    lengths = []
+    for entry, report in zip(entries, reports):
+        key = (question_of(entry), len(select_images(entry, views)))
+        if key not in prompts:
+            prompts[key] = len(encode_prompt(tokenizer, key[0], key[1], per_image))
+        lengths.append(prompts[key] + len(report) + 1)
+    return lengths
+
+
+def padding_share(lengths: list[int], micro_batch: int, epochs: int, seed: int = 0) -> float:
+    """Padded positions / all positions of the micro-batches train_lora.py would build (one process)."""
+    real = padded = 0
+    for epoch in range(epochs):
+        for batch in length_grouped_batches(lengths, micro_batch, 1, 0, seed=seed, epoch=epoch):
+            longest = max(lengths[i] for i in batch)
+            real += sum(lengths[i] for i in batch)
+            padded += longest * len(batch)
+    return (padded - real) / padded
+
+
+@exits_on_input_error
+def main() -> None:
+    from transformers import HfArgumentParser
+
+    from rrg.processor import build_tokenizer
+
+    (cfg,) = HfArgumentParser(PaddingConfig).parse_args_into_dataclasses()
+    entries = load_entries(cfg.json_file)
+    lengths = sample_lengths(entries, build_tokenizer(Path(cfg.tokenizer_dir)), cfg.views, cfg.image_tokens)
+    print(f"{cfg.json_file}: {len(lengths)} samples, {sum(lengths) / len(lengths):.1f} tokens on average")
+    for micro_batch in map(int, cfg.micro_batches.split(",")):
+        share = padding_share(lengths, micro_batch, cfg.epochs)
+        print(f"micro-batch {micro_batch}: padding {100 * share:.2f}% of the tokens ({cfg.epochs} epochs)")
+
+
+if __name__ == "__main__":
+    main()

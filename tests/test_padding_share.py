@@ -1,0 +1,38 @@
+"""scripts/padding_share.py: the padding share of train_lora.py's micro-batches (what packing could save)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import padding_share as P  # noqa: E402
+
+
+def test_share_counts_each_batch_padded_to_its_longest():
+    # One batch of both samples: 2 x 5 positions, 3 + 5 of them real.
+    assert P.padding_share([3, 5], micro_batch=2, epochs=1) == pytest.approx(2 / 10)
+    # Batches of one sample are never padded.
+    assert P.padding_share([3, 5, 9], micro_batch=1, epochs=2) == 0.0
+
+
+def test_lengths_are_the_collators(tmp_path, tokenizer_dir):
+    from rrg.collate import encode_dataset
+    from rrg.entries import load_entries
+    from rrg.processor import build_tokenizer
+
+    images = tmp_path / "img"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"")
+    split = tmp_path / "train.json"
+    split.write_text(
+        '[{"id": "1", "images": ["a.png"], "prompt": "Write the report.", "response": "No acute disease."},'
+        ' {"id": "2", "images": ["a.png"], "prompt": "Write it.", "response": "Heart size normal. Lungs clear."}]'
+    )
+    entries, tokenizer = load_entries(split), build_tokenizer(tokenizer_dir)
+    expected = [len(s) for s in encode_dataset(entries, tokenizer, images, per_image=4)]
+    assert P.sample_lengths(entries, tokenizer, "first", 4) == expected
