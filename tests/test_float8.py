@@ -66,8 +66,9 @@ def emulated_fp8(monkeypatch):
 
 @needs_torchao
 def test_only_the_decoders_frozen_base_linears_are_converted(tiny_model_dir):
-    """q/k/v/o/gate/up/down base layers of both decoder layers: not LoRA A/B, lm_head, CLIP (whose own
-    q/k/v/out projections are linears too) or the projector, even when the projector is trained."""
+    """The base layers of the adapted q/k/v/o/gate/up/down of both decoder layers: not LoRA A/B, lm_head,
+    CLIP (whose own q/k/v/out projections are linears too), the projector (even when trained), or a
+    decoder linear that LoRA does not adapt."""
     model = lora_model(tiny_model_dir, dtype="bfloat16", train_projector=True)
     before = {name: (param, param.requires_grad) for name, param in model.named_parameters()}
     assert F8.convert_frozen_base_linears(model, emulate=True) == 14
@@ -76,10 +77,18 @@ def test_only_the_decoders_frozen_base_linears_are_converted(tiny_model_dir):
     assert after.keys() == before.keys()  # the swap keeps every weight (the same tensor) and its trainability
     assert all(after[n][0] is before[n][0] and after[n][1] == before[n][1] for n in before)
 
+    # Only what LoRA adapts: with q and v adapted, the decoder's other linears stay as they are.
+    model = lora_model(
+        tiny_model_dir, dtype="bfloat16", target_modules=r".*language_model.*\.(q_proj|v_proj)"
+    )
+    assert F8.convert_frozen_base_linears(model, emulate=True) == 4
+    assert float8_names(model) == expected_names(2, ("self_attn.q_proj", "self_attn.v_proj"))
+
 
 @needs_torchao
-def test_dimensions_that_are_not_multiples_of_16_stay_bf16(tiny_model_dir):
-    """torch._scaled_mm takes dimensions in multiples of 16: an MLP of width 40 keeps its three linears."""
+def test_unaligned_or_trained_base_linears_stay_bf16(tiny_model_dir):
+    """torch._scaled_mm takes dimensions in multiples of 16: an MLP of width 40 keeps its three linears.
+    A base weight that is trained (not frozen) keeps its linear too."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlavaForConditionalGeneration
 
@@ -89,8 +98,10 @@ def test_dimensions_that_are_not_multiples_of_16_stay_bf16(tiny_model_dir):
     config.text_config.intermediate_size = 40
     model = LlavaForConditionalGeneration(config).to(torch.bfloat16).requires_grad_(False)
     model = get_peft_model(model, LoraConfig(r=8, target_modules=train_lora.LANGUAGE_MODEL_TARGETS))
-    assert F8.convert_frozen_base_linears(model, emulate=True) == 8
-    assert float8_names(model) == expected_names(2, PROJECTIONS[:4])
+    trained = "base_model.model.model.language_model.layers.0.self_attn.q_proj.base_layer"
+    model.get_submodule(trained).weight.requires_grad_(True)  # a trained weight needs its gradient in bf16
+    assert F8.convert_frozen_base_linears(model, emulate=True) == 7
+    assert float8_names(model) == expected_names(2, PROJECTIONS[:4]) - {trained}
 
 
 # --------------------------------------------------------------------------- what they compute
@@ -136,13 +147,14 @@ def test_fp8_model_trains_the_lora_weights_only_and_stays_close_to_bf16(tiny_mod
 # --------------------------------------------------------------------------- refusals
 
 
-def test_refusals_name_the_flag_and_the_reason(tiny_model_dir, tmp_path, capsys):
+def test_refusals_name_the_flag_and_the_reason(tiny_model_dir, tmp_path, capsys, monkeypatch):
     write_split(tmp_path, REPORTS)
     refused(tiny_model_dir, tmp_path, *SHORT, "--fp8", "--load_in_4bit")
     assert "--fp8" in (line := error_line(capsys)) and "--load_in_4bit" in line
     refused(tiny_model_dir, tmp_path, *SHORT, "--fp8", "--no_compile")
     assert "--fp8 needs --compile" in error_line(capsys)
     # No FP8 GPU here, and no emulation: refused before the model is loaded.
+    monkeypatch.setattr(train_lora, "load_base_model", lambda *a, **k: pytest.fail("the model was loaded"))
     refused(tiny_model_dir, tmp_path, *SHORT, "--fp8")
     line = error_line(capsys)
     assert ("CUDA GPU with FP8" in line) if find_spec("torchao") else ("requirements-fp8.txt" in line)
