@@ -31,8 +31,9 @@ def float8_problem(device: torch.device | str, emulate: bool = False) -> str | N
     if emulate:
         return None
     device = torch.device(device)
-    if device.type != "cuda":
-        return f"--fp8 needs a CUDA GPU with FP8 tensor cores (H100, H200, L4, Ada); this run is on {device}"
+    if device.type != "cuda" or not torch.cuda.is_available():
+        where = "no CUDA GPU is available" if device.type == "cuda" else f"this run is on {device}"
+        return f"--fp8 needs a CUDA GPU with FP8 tensor cores (H100, H200, L4, Ada); {where}"
     capability = torch.cuda.get_device_capability(device)
     if capability < MIN_CAPABILITY:
         return (
