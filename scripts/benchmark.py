@@ -84,7 +84,7 @@ from rrg.processor import build_processor, build_tokenizer, image_token_id, toke
 from rrg.prompts import format_response, render_prompt, report_question  # noqa: E402
 from rrg.tiny import generation_config, llava_med_config  # noqa: E402
 
-H100_BF16_DENSE_FLOPS = 989e12  # datasheet peak (SXM); MFU is reported against it
+H100_BF16_DENSE_FLOPS = 989e12  # datasheet peak (SXM); MFU is reported against it (fp8 rows' too)
 REFERENCE_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
