@@ -1,7 +1,7 @@
 """FP8 matmuls through torchao's float8 (optional: `pip install -r requirements-fp8.txt`).
 
-Each part stands alone, under its own header; torchao is imported only when a part is used, so the rest of
-the package runs without it.
+The check whether FP8 can run comes first (every part uses it); then each part stands alone, under its own
+header. torchao is imported only when a part is used, so the rest of the package runs without it.
 """
 
 from __future__ import annotations
@@ -19,25 +19,29 @@ MIN_CAPABILITY = (8, 9)
 ALIGNMENT = 16
 
 
-def float8_problem(device: torch.device | str, emulate: bool = False) -> str | None:
-    """Why FP8 matmuls cannot run on `device` (one line), or None when they can.
+# --------------------------------------------------------------------------- can FP8 run here
+
+
+def float8_problem(device: torch.device | str, emulate: bool = False, flag: str = "--fp8") -> str | None:
+    """Why FP8 matmuls cannot run on `device` (one line, starting with the option `flag` that asked for
+    them), or None when they can.
 
     `emulate`: torchao's emulation (FP8 rounding computed in high precision), which runs anywhere: tests.
     """
     try:
         import torchao.float8  # noqa: F401
     except ImportError:
-        return f"--fp8 needs torchao, which is not installed: {INSTALL_HINT}"
+        return f"{flag} needs torchao, which is not installed: {INSTALL_HINT}"
     if emulate:
         return None
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         where = "no CUDA GPU is available" if device.type == "cuda" else f"this run is on {device}"
-        return f"--fp8 needs a CUDA GPU with FP8 tensor cores (H100, H200, L4, Ada); {where}"
+        return f"{flag} needs a CUDA GPU with FP8 tensor cores (H100, H200, L4, Ada); {where}"
     capability = torch.cuda.get_device_capability(device)
     if capability < MIN_CAPABILITY:
         return (
-            f"--fp8 needs FP8 tensor cores (compute capability >= 8.9: H100, H200, L4, Ada); "
+            f"{flag} needs FP8 tensor cores (compute capability >= 8.9: H100, H200, L4, Ada); "
             f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}"
         )
     return None
