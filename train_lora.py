@@ -50,6 +50,7 @@ from rrg import checkpoints as C  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.cli import exits_on_input_error  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, eval_batches, length_grouped_batches  # noqa: E402
+from rrg.float8 import convert_frozen_base_linears, float8_problem  # noqa: E402
 from rrg.io import InputError, append_jsonl, atomic_write_json  # noqa: E402
 from rrg.lock import output_lock  # noqa: E402
 from rrg.model import load_base_model, load_processor, resolve_model_path  # noqa: E402
@@ -138,6 +139,13 @@ class TrainConfig:
         True,
         "torch.compile each decoder layer on a GPU (one process or DDP): 16.8 -> 22.1 samples/s on an H100.",
     )
+    # FP8 (torchao, rowwise scales) for the frozen base matmuls only: see rrg.float8.convert_frozen_base_linears.
+    # Opt-in until its loss curve is shown to match bf16's (scripts/benchmark.py ...+fp8).
+    fp8: bool = arg(
+        False,
+        "FP8 matmuls for the decoder's frozen base weights (torchao, rowwise scales; LoRA, lm_head and CLIP stay "
+        "bf16). Needs an FP8 GPU (H100/H200/L4/Ada), requirements-fp8.txt and --compile.",
+    )
     # The compiler recomputes the cheapest ops (norms, activations) first. 0.7 took compiled
     # micro-batch 8 from 45.7 to 34.9 GiB on an H100. It sets the process-wide
     # torch._functorch.config.activation_memory_budget.
@@ -201,10 +209,20 @@ NOT_FINGERPRINTED = (
 )
 
 
+# Settings that change the result but were added after runs had been started: they enter the fingerprint
+# only when set away from this default, so a run started before they existed (which ran at the default)
+# still resumes, and one started with them set is not resumed without them.
+ADDED_LATER = {"fp8": False}
+
+
 def run_fingerprint(cfg: TrainConfig, accelerator: Accelerator) -> dict:
-    """The settings that change the result (every TrainConfig field not in NOT_FINGERPRINTED, the split
-    files' sha256, the resolved dtype, the number and kind of processes), and their digest."""
+    """The settings that change the result (every TrainConfig field not in NOT_FINGERPRINTED, those of
+    ADDED_LATER only when not at their default, the split files' sha256, the resolved dtype, the number and
+    kind of processes), and their digest."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+    for name, default in ADDED_LATER.items():
+        if settings[name] == default:
+            del settings[name]
     settings["dtype"] = str(model_dtype(cfg.dtype)).removeprefix("torch.")
     for name in ("json_file", "val_json"):
         path = getattr(cfg, name)
@@ -311,10 +329,34 @@ def checked_entries(path: str, cfg: TrainConfig, accelerator: Accelerator, what:
     return entries, len(problems)
 
 
-def build_model(cfg: TrainConfig, accelerator: Accelerator):
-    """Base model (bf16 or 4-bit) + LoRA; vision tower frozen, projector frozen unless --train_projector."""
+def check_fp8(cfg: TrainConfig, accelerator: Accelerator) -> None:
+    """--fp8's refused combinations, one line each (torchao and the GPU are checked by build_model)."""
+    if not cfg.fp8:
+        return
+    if cfg.load_in_4bit:
+        raise InputError(
+            "--fp8 computes with the bf16 base weights, --load_in_4bit makes them nf4: pass one of them"
+        )
+    if not cfg.compile:
+        raise InputError(
+            "--fp8 needs --compile: run eagerly, torchao's FP8 linear also computes the frozen weights' "
+            "gradient (a wasted matmul)"
+        )
+    kind = accelerator.distributed_type.name
+    if kind in ("FSDP", "DEEPSPEED"):
+        raise InputError(f"--fp8 is untested under {kind} (which runs eagerly here); use one GPU or DDP")
+
+
+def build_model(cfg: TrainConfig, accelerator: Accelerator, fp8_emulate: bool = False):
+    """Base model (bf16 or 4-bit) + LoRA; vision tower frozen, projector frozen unless --train_projector.
+
+    --fp8: the frozen base linears of the LoRA layers compute in FP8 (`fp8_emulate`: torchao's emulation,
+    which needs no FP8 GPU: tests)."""
     from peft import LoraConfig, get_peft_model
 
+    check_fp8(cfg, accelerator)
+    if cfg.fp8 and (problem := float8_problem(accelerator.device, fp8_emulate)):
+        raise InputError(problem)  # before the model is loaded
     dtype = model_dtype(cfg.dtype)
     device_map = None
     if accelerator.device.type == "cuda" and accelerator.distributed_type.name in ("NO", "MULTI_GPU"):
@@ -345,6 +387,10 @@ def build_model(cfg: TrainConfig, accelerator: Accelerator):
     # autocast_adapter_dtype=False: peft would otherwise keep LoRA weights in fp32 on a bf16 model,
     # forcing a cast on every adapted matmul.
     model = get_peft_model(model, lora_config, autocast_adapter_dtype=False)
+    if cfg.fp8:  # peft's base_layer modules exist now; compiling comes after, so it traces the FP8 linears
+        converted = convert_frozen_base_linears(model, emulate=fp8_emulate)
+        if accelerator.is_main_process:
+            print(f"--fp8: {converted} frozen base linears compute in FP8 (torchao, rowwise scales)")
     if cfg.compile and device_map is not None:  # a GPU, one process or DDP (not FSDP/DeepSpeed: untested)
         if not cfg.gradient_checkpointing:  # checkpointing already recomputes everything it can
             import torch._functorch.config as functorch_config
@@ -450,6 +496,7 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
     world = accelerator.num_processes
     output_dir = Path(cfg.output_dir)
     log_path = output_dir / "train_log.jsonl"
+    check_fp8(cfg, accelerator)  # before anything is read or written
     fingerprint = run_fingerprint(cfg, accelerator)
     resume_from = main_process_decides(accelerator, lambda: prepare_output_dir(cfg, fingerprint))
     set_seed(cfg.seed)

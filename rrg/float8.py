@@ -1,22 +1,124 @@
-"""FP8 matmuls through torchao (an optional dependency: requirements-fp8.txt).
+"""FP8 matmuls through torchao (optional: `pip install -r requirements-fp8.txt`).
 
-Generation (`--fp8` of the eval scripts): quantize_for_generation() puts the Mistral decoder layers'
-seven linear layers of a loaded, merged Llava model into float8 once (e4m3, one scale per output row);
-their inputs are quantised the same way (one scale per token) at every call, so each of those matmuls
-runs on the GPU's FP8 tensor cores. lm_head, the CLIP vision tower and the projector stay bf16. The
-arithmetic changes, so the generated texts differ from bf16 greedy ones: scripts/benchmark.py measures
-how often (its `agreement`), and every prediction line records the setting (GenerationSettings.fp8).
+The check whether FP8 can run comes first (both parts use it); then each part stands alone, under its own
+header: training (`train_lora.py --fp8`: the frozen base linears cast to FP8 at each matmul, torchao's float8
+training) and generation (`--fp8` of the eval scripts: the decoder linears quantised to FP8 once, torchao's
+float8 inference). torchao is imported only when a part is used, so the rest of the package runs without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import torch
 
 from .io import InputError
 
-FP8_INSTALL = "pip install -r requirements-fp8.txt"
+INSTALL_HINT = "pip install -r requirements-fp8.txt"
+# FP8 tensor cores (torch._scaled_mm): Ada (L4, RTX 40xx, compute capability 8.9) and Hopper (H100/H200, 9.0).
+MIN_CAPABILITY = (8, 9)
+# torch._scaled_mm takes only operands whose dimensions are multiples of 16.
+ALIGNMENT = 16
+
+
+# --------------------------------------------------------------------------- can FP8 run here
+
+
+def float8_problem(device: torch.device | str, emulate: bool = False, flag: str = "--fp8") -> str | None:
+    """Why FP8 matmuls cannot run on `device` (one line, starting with the option `flag` that asked for
+    them), or None when they can.
+
+    `emulate`: torchao's emulation (FP8 rounding computed in high precision), which runs anywhere: tests.
+    """
+    try:
+        import torchao.float8  # noqa: F401
+    except ImportError:
+        return f"{flag} needs torchao, which is not installed: {INSTALL_HINT}"
+    if emulate:
+        return None
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        where = "no CUDA GPU is available" if device.type == "cuda" else f"this run is on {device}"
+        return f"{flag} needs a CUDA GPU with FP8 tensor cores (H100, H200, L4, Ada); {where}"
+    capability = torch.cuda.get_device_capability(device)
+    if capability < MIN_CAPABILITY:
+        return (
+            f"{flag} needs FP8 tensor cores (compute capability >= 8.9: H100, H200, L4, Ada); "
+            f"{torch.cuda.get_device_name(device)} has {capability[0]}.{capability[1]}"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- training: frozen base linears
+
+
+def frozen_base_linears(model) -> dict[str, torch.nn.Linear]:
+    """The frozen base linears of the LoRA layers inside the language model's decoder layers, by name.
+
+    Those are peft's `.base_layer` of q/k/v/o/gate/up/down_proj (with the default --target_modules):
+    plain bf16 `nn.Linear`s (not 4-bit ones), frozen, with both dimensions multiples of 16. Found through
+    the decoder's own layer list (as rrg.train.compile_decoder_layers does), not by matching names, so
+    LoRA's A/B, lm_head, the CLIP vision tower and the projector are never among them.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    chosen: set[int] = set()
+    for layer in base.get_decoder().layers:
+        for name, module in layer.named_modules():
+            if (
+                name.rsplit(".", 1)[-1] == "base_layer"
+                and type(module) is torch.nn.Linear  # exactly: bitsandbytes' Linear4bit subclasses it
+                and not module.weight.requires_grad
+                and module.in_features % ALIGNMENT == 0
+                and module.out_features % ALIGNMENT == 0
+            ):
+                chosen.add(id(module))
+    return {name: module for name, module in model.named_modules() if id(module) in chosen}
+
+
+def convert_frozen_base_linears(model, emulate: bool = False) -> int:
+    """Swap the frozen base linears of the decoder's LoRA layers (see frozen_base_linears) for torchao's
+    Float8Linear with the rowwise recipe, in place; returns how many were swapped.
+
+    Call it after peft has wrapped the model and before the decoder layers are compiled. The weights stay
+    the same bf16 tensors (checkpoints and adapters do not change); each matmul casts its operands to FP8.
+
+    Why only the frozen base: its matmuls are nearly all of a LoRA step's FLOPs (forward and input gradient
+    of 7B frozen parameters for every token), and a frozen weight needs no weight gradient, whose FP8 error
+    would otherwise go straight into the update. LoRA's rank-64 A/B matmuls are too small for the casts to
+    pay, and the trained weights keep their bf16 gradients. lm_head runs only at the report's positions and
+    gives the logits the loss is computed from; CLIP and the projector run forward once per image. All of
+    those stay in bf16.
+
+    Why rowwise: one scale per row of the activations (per token) and of the weight (per output channel),
+    instead of one per tensor, so an outlier token or channel coarsens only its own row's rounding, not the
+    whole matmul's: FP8 e4m3 keeps 3 mantissa bits, and the loss curve must stay within 1% of bf16's.
+    torchao documents its per-tensor recipe as the fastest and rowwise as the more accurate; rowwise also
+    casts gradients to e4m3 (3 mantissa bits, not e5m2's 2) and rounds scales down to powers of 2.
+
+    Needs torch.compile afterwards (train_lora.py refuses --fp8 without --compile): run eagerly, torchao's
+    backward also computes the frozen weight's gradient (a wasted matmul) and casts in separate kernels;
+    compiled, the unused gradient is dropped and the casts are fused.
+
+    `emulate`: torchao's emulation (no FP8 hardware needed, high-precision matmuls on FP8-rounded operands),
+    for tests. A one-line InputError when torchao is missing or the GPU has no FP8.
+    """
+    device = next(model.parameters()).device
+    problem = float8_problem(device, emulate)
+    if problem:
+        raise InputError(problem)
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    config = Float8LinearConfig.from_recipe_name("rowwise")
+    if emulate:
+        config = dataclasses.replace(config, emulate=True)
+    targets = {id(module) for module in frozen_base_linears(model).values()}
+    if not targets:
+        raise InputError(
+            "--fp8: the decoder layers have no frozen LoRA base linear to convert (see --target_modules)"
+        )
+    convert_to_float8_training(model, module_filter_fn=lambda module, _: id(module) in targets, config=config)
+    return len(targets)
 
 
 # --------------------------------------------------------------------------- generation: FP8 inference
@@ -26,8 +128,6 @@ FP8_INSTALL = "pip install -r requirements-fp8.txt"
 GENERATION_TARGETS = re.compile(
     r"(?:^|\.)language_model\.layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)$"
 )
-# FP8 tensor cores: Ada (8.9), Hopper (9.0) and newer.
-MIN_FP8_CAPABILITY = (8, 9)
 
 
 def is_generation_target(name: str) -> bool:
@@ -37,16 +137,7 @@ def is_generation_target(name: str) -> bool:
 
 def fp8_generation_problem(device: torch.device) -> str | None:
     """Why FP8 generation cannot run on `device` (a sentence), or None when it can."""
-    if device.type != "cuda":
-        return f"--fp8 needs a CUDA GPU with FP8 matmuls (compute capability >= 8.9), not {device.type}"
-    capability = torch.cuda.get_device_capability(device)
-    if capability < MIN_FP8_CAPABILITY:
-        name = torch.cuda.get_device_name(device)
-        return (
-            f"--fp8 needs a GPU with FP8 matmuls (compute capability >= 8.9: Ada, Hopper or newer); "
-            f"{name} has {capability[0]}.{capability[1]}"
-        )
-    return None
+    return float8_problem(device)
 
 
 def require_fp8_generation(device: torch.device) -> None:
@@ -62,7 +153,7 @@ def require_fp8_generation(device: torch.device) -> None:
             quantize_,
         )
     except ImportError as e:
-        raise InputError(f"--fp8 needs torchao ({e}): {FP8_INSTALL}") from None
+        raise InputError(f"--fp8 needs torchao ({e}): {INSTALL_HINT}") from None
 
 
 def generation_targets(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:

@@ -16,7 +16,7 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      name everywhere (CLIP too), peft's default fp32 adapters; generation batch 1, sampling T=0.2.
   2. our LoRA training (train_lora.py's build_model, collator, sampler and accumulate_gradients) over
      --train_configs, e.g. "8,16+ckpt+compile,8+compile+budget=0.7+log=10" (micro-batch, then options:
-     ckpt, compile, budget=X activation memory budget, log=N steps per log line);
+     ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
      100-token reports over --gen_configs (batch size[:KV cache][+fp8][+workers=N]); each configuration
@@ -27,6 +27,18 @@ gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, 
 last, with the decoder's linears in FP8).
 Compiled configurations pay their compilation in the warm-up; graphs_compiled_while_timed shows none
 happened inside the timed window.
+
+Loss curves: every training configuration starts from the same LoRA init (train_lora.py's seed) and, for one
+micro-batch size, meets the same samples in the same order; `losses` holds one loss per optimizer step,
+the 2 warm-up steps first. Each configuration after the first of its phase gets `curve_vs_first`: the max
+and mean relative difference of its first --curve_steps losses from the first configuration's (the speed
+issue's "within 1% of the default" test). 50 steps of micro-batch 8 x 4: --train_samples 1600 (2 warm-up
+and 50 timed steps; the first 50 are compared). The weights are random, so these curves show FP8's rounding on this
+architecture, not on the trained LLaVA-Med weights.
+Projection: the wall time of the reference experiment (10 epochs of 5,029 samples, 1,251 generations) at
+the fastest measured rate of train_lora.py's default recipe and of generation, plus their measured
+warm-ups (compilation included); also at the fastest training configuration measured. Model loading, data
+preparation, validation and checkpoints are not in it.
 Needs the shared data (tokenizer.model and indiana_reports.csv): $RRG_SHARED_DATA or ../shared/data.
 """
 
@@ -38,6 +50,7 @@ import os
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -45,12 +58,13 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import set_seed
 from PIL import Image
 from transformers import DynamicCache, HfArgumentParser, LlavaForConditionalGeneration
 
@@ -64,7 +78,7 @@ from rrg.attention import ATTENTION  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
 from rrg.evaluate import EvalConfig  # noqa: E402
-from rrg.float8 import is_quantized_for_generation, quantize_for_generation  # noqa: E402
+from rrg.float8 import float8_problem, is_quantized_for_generation, quantize_for_generation  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
 from rrg.io import atomic_write_json, read_jsonl  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
@@ -73,7 +87,7 @@ from rrg.processor import build_processor, build_tokenizer, image_token_id, toke
 from rrg.prompts import format_response, render_prompt, report_question  # noqa: E402
 from rrg.tiny import generation_config, llava_med_config  # noqa: E402
 
-H100_BF16_DENSE_FLOPS = 989e12  # datasheet peak (SXM); MFU is reported against it
+H100_BF16_DENSE_FLOPS = 989e12  # datasheet peak (SXM); MFU is reported against it (fp8 rows' too)
 REFERENCE_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -86,11 +100,17 @@ class BenchConfig:
     # Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient
     # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X),
     # log=N (--logging_steps N), plain (torch's AdamW on the bf16 LoRA weights, no fp32 master: the
-    # optimizer before rrg.optim, for comparison).
+    # optimizer before rrg.optim, for comparison), fp8 (--fp8: FP8 frozen base matmuls; needs compile).
     train_configs: str = "8+compile+budget=0.7,8+compile+budget=0.7+plain"
     qlora_configs: str = "16+ckpt+compile"
     train_samples: int = 256  # timed samples per configuration (after warm-up)
     grad_accum: int = 4  # micro-batches per optimizer step in the timed loop
+    curve_steps: int = field(
+        default=50,
+        metadata={
+            "help": "Optimizer steps (the 2 warm-up steps first) of each loss curve compared with the first's."
+        },
+    )
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
     # batch size[:KV cache implementation][+fp8 (eval's --fp8)][+workers=N (loader workers)], e.g.
     # "256,256:static,256+fp8,320+workers=8". fp8 quantises the loaded model in place; a bf16 configuration
@@ -345,6 +365,7 @@ class TrainSpec:
     plain_adamw: bool = False
     # Steps per log line: train_lora.py reads the loss back from the GPU (a wait) only for those
     log_every: int = train_lora.TrainConfig.logging_steps
+    fp8: bool = False  # train_lora.py --fp8: FP8 matmuls for the frozen base weights (rrg.float8)
 
     @classmethod
     def parse(cls, text: str) -> TrainSpec:
@@ -361,18 +382,35 @@ class TrainSpec:
                 spec.log_every = int(option.split("=", 1)[1])
             elif option.startswith("budget="):
                 spec.budget = float(option.split("=", 1)[1])
+            elif option == "fp8":
+                spec.fp8 = True
             else:
                 raise ValueError(
-                    f"unknown training option {option!r} in {text!r} (ckpt, compile, budget=X, log=N, plain)"
+                    f"unknown training option {option!r} in {text!r} (ckpt, compile, budget=X, log=N, plain, fp8)"
                 )
+        if spec.fp8 and not spec.compile:
+            raise ValueError(f"{text!r}: fp8 needs compile (train_lora.py refuses --fp8 without --compile)")
         return spec
+
+    @classmethod
+    def default(cls) -> TrainSpec:
+        """train_lora.py's default recipe."""
+        recipe = train_lora.TrainConfig
+        return cls(
+            micro_batch=recipe.batch_size,
+            checkpointing=recipe.gradient_checkpointing,
+            compile=recipe.compile,
+            budget=recipe.activation_memory_budget,
+            log_every=recipe.logging_steps,
+            fp8=recipe.fp8,
+        )
 
     def label(self) -> str:
         parts = [f"mb{self.micro_batch}", "ckpt" if self.checkpointing else ""]
         parts += ["compile" if self.compile else "", f"budget {self.budget:g}" if self.budget < 1 else ""]
         default_log = train_lora.TrainConfig.logging_steps
         parts += [f"log every {self.log_every}" if self.log_every != default_log else ""]
-        parts += ["bf16 AdamW, no fp32 master" if self.plain_adamw else ""]
+        parts += ["bf16 AdamW, no fp32 master" if self.plain_adamw else "", "fp8" if self.fp8 else ""]
         return " ".join(p for p in parts if p)
 
 
@@ -397,9 +435,11 @@ def our_training(
         batch_size=spec.micro_batch,
         gradient_accumulation_steps=cfg.grad_accum,
         num_workers=cfg.num_workers,
+        fp8=spec.fp8,
     )
     torch._dynamo.reset()  # a graph compiled under another configuration must not be reused
     accelerator = Accelerator()
+    set_seed(recipe.seed)  # as train_lora.py: every configuration starts from the same LoRA init
     model = train_lora.build_model(recipe, accelerator)
     optimizer = T.build_optimizer(model, recipe.lr, recipe.weight_decay, accelerator)  # fp32 masters
     if spec.plain_adamw:
@@ -412,6 +452,7 @@ def our_training(
     loader = iter(train_lora.make_loader(dataset, batches, collator, recipe, pin_memory=True))
     warmup_groups = 2
     timed_groups = max(1, cfg.train_samples // (spec.micro_batch * cfg.grad_accum))
+    needed = (warmup_groups + timed_groups + (2 if cfg.train_profile else 0)) * cfg.grad_accum
 
     window, steps = T.StepWindow(), 0
 
@@ -432,10 +473,18 @@ def our_training(
         "config": asdict(spec),
         "micro_batch": spec.micro_batch,
         "gradient_checkpointing": spec.checkpointing,
+        # The same for every configuration of this micro-batch in this run: the same samples, in order.
+        "sample_order_sha256": hashlib.sha256(json.dumps(batches).encode()).hexdigest(),
     }
     try:
+        if needed > len(batches):
+            raise ValueError(
+                f"{needed} micro-batches of {spec.micro_batch} needed, the sample pool holds {len(batches)}: "
+                "lower --train_samples"
+            )
         with timed() as warm:
-            losses = [T.read_stats(group_step())["loss"] for _ in range(warmup_groups)]
+            warmup = [T.read_stats(group_step()) for _ in range(warmup_groups)]
+        losses = [stats["loss"] for stats in warmup]  # one per optimizer step from the first
         graphs = compiled_graphs()
         torch.cuda.reset_peak_memory_stats()
         totals = {"samples": 0, "tokens": 0, "label_tokens": 0}
@@ -451,6 +500,8 @@ def our_training(
             "peak_gib": peak_gib(),
             "samples": totals["samples"],
             "warmup_s": warm["s"],  # compilation included
+            "warmup_steps": warmup_groups,
+            "warmup_samples": int(sum(stats["samples"] for stats in warmup)),
             "graphs_compiled": graphs,
             "graphs_compiled_while_timed": compiled_graphs() - graphs,  # 0: no recompilation in the window
             "losses": losses,
@@ -667,7 +718,8 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                             quantize_for_generation(model)
                         print(f"decoder linears quantised to FP8 in {quantizing['s']:.1f} s", flush=True)
                     free_gpu()
-                run(model, batch_size, "warmup")
+                with timed() as warm:  # the loader's start, and any compilation (a static cache's)
+                    run(model, batch_size, "warmup")
                 torch.cuda.reset_peak_memory_stats()
                 with timed() as t, batch_timeline() as calls:
                     start = time.perf_counter()
@@ -694,6 +746,8 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                     / (cfg.new_tokens - 1),
                     "workers": workers,
                     "timeline": timeline,
+                    "warmup_s": warm["s"],
+                    "warmup_reports": batch_size,
                 }
             except Exception as e:  # out of memory, an unsupported cache, no FP8: record it, try the next
                 row = {"batch_size": batch_size, "error": f"{type(e).__name__}: {str(e)[:200]}"}
@@ -891,6 +945,135 @@ def best(rows: list[dict], key: str) -> dict | None:
     return max(rows, key=lambda r: r[key]) if rows else None
 
 
+def curve_difference(reference: list[float], losses: list[float], steps: int) -> dict:
+    """How far a loss curve is from a reference curve over their first `steps` optimizer steps (fewer if
+    either is shorter): the max and mean over steps of |loss - reference| / reference."""
+    n = min(steps, len(reference), len(losses))
+    if n == 0:
+        raise ValueError("no optimizer steps to compare")
+    relative = np.abs(np.subtract(losses[:n], reference[:n])) / np.abs(reference[:n])
+    return {"steps": n, "max_rel_diff": float(relative.max()), "mean_rel_diff": float(relative.mean())}
+
+
+def compare_curves(rows: list[dict], steps: int) -> None:
+    """Each row after the first gets `curve_vs_first`: its loss curve against the first row's (see
+    curve_difference), or why they cannot be compared (an error, or other samples: another micro-batch)."""
+    if not rows:
+        return
+    first = rows[0]
+    for row in rows[1:]:
+        if "losses" not in first or "losses" not in row:
+            row["curve_vs_first"] = {
+                "not_compared": "no loss curve (the configuration or the first one failed)"
+            }
+        elif row.get("sample_order_sha256") != first.get("sample_order_sha256"):
+            row["curve_vs_first"] = {
+                "not_compared": f"other samples (micro-batch {row['micro_batch']} vs {first['micro_batch']})"
+            }
+        else:
+            row["curve_vs_first"] = curve_difference(first["losses"], row["losses"], steps)
+
+
+# The reference paper's experiment on IU X-Ray: 10 epochs over its training split, then its test split.
+REFERENCE_EXPERIMENT = {"epochs": 10, "train_samples": 5029, "generations": 1251}
+
+
+def projected_wall_time(train_row: dict, gen_row: dict, experiment: dict = REFERENCE_EXPERIMENT) -> dict:
+    """Seconds the experiment would take at a training row's and a generation row's rates, their measured
+    warm-ups included (the warm-ups' own samples and reports are part of the work). Rows of older results
+    without a generation warm-up count none (`generation_warmup_measured`: False)."""
+    samples = experiment["epochs"] * experiment["train_samples"]
+    training_s = (
+        train_row["warmup_s"]
+        + max(samples - train_row.get("warmup_samples", 0), 0) / train_row["samples_per_s"]
+    )
+    gen_warmup_s = gen_row.get("warmup_s")
+    reports = experiment["generations"] - (
+        gen_row.get("warmup_reports", 0) if gen_warmup_s is not None else 0
+    )
+    generation_s = (gen_warmup_s or 0.0) + max(reports, 0) / gen_row["reports_per_s"]
+    return {
+        "training_s": training_s,
+        "generation_s": generation_s,
+        "total_s": training_s + generation_s,
+        "training_warmup_s": train_row["warmup_s"],
+        "generation_warmup_s": gen_warmup_s,
+        "generation_warmup_measured": gen_warmup_s is not None,
+    }
+
+
+def experiment_projection(report: dict) -> dict | None:
+    """The reference experiment's projected wall time at the fastest measured rate of train_lora.py's default
+    recipe (`default_recipe`) and of the fastest LoRA configuration (`fastest`), with the fastest generation
+    setting; None without a LoRA and a generation row."""
+    lora = [r for r in report.get("lora", []) if "samples_per_s" in r and "config" in r]
+    gen = best(report.get("generation", []), "reports_per_s")
+    if not lora or gen is None:
+        return None
+    projection: dict = {
+        "experiment": REFERENCE_EXPERIMENT,
+        "generation": gen_label(gen).removeprefix("ours "),
+    }
+    defaults = [r for r in lora if TrainSpec(**r["config"]) == TrainSpec.default()]
+    chosen = {"default_recipe": best(defaults, "samples_per_s"), "fastest": best(lora, "samples_per_s")}
+    for key, row in chosen.items():
+        if row is not None:
+            projection[key] = {"training": row_label(row), "flags": train_flags(row, False)}
+            projection[key] |= projected_wall_time(row, gen)
+    return projection
+
+
+def projection_lines(projection: dict | None) -> list[str]:
+    """The projection in words (the printed summary and the Markdown)."""
+    if projection is None:
+        return ["projected reference experiment: needs a LoRA and a generation row"]
+    e = projection["experiment"]
+    lines = [
+        f"projected reference experiment ({e['epochs']} epochs x {e['train_samples']:,} samples, then "
+        f"{e['generations']:,} reports at {projection['generation']}; measured warm-ups included):"
+    ]
+    for key, name in (("default_recipe", "default recipe"), ("fastest", "fastest measured")):
+        p = projection.get(key)
+        if p is None:
+            lines.append(f"  {name}: not measured")
+            continue
+        if key == "fastest" and p == projection.get("default_recipe"):
+            lines.append(f"  {name}: the default recipe")
+            continue
+        gen_warmup = (
+            f"{p['generation_warmup_s']:.0f} s" if p["generation_warmup_measured"] else "not measured"
+        )
+        lines.append(
+            f"  {name} ({p['training']}): {p['total_s'] / 60:.1f} min = training {p['training_s'] / 60:.1f} "
+            f"(warm-up {p['training_warmup_s']:.0f} s) + generation {p['generation_s'] / 60:.1f} "
+            f"(warm-up {gen_warmup})"
+        )
+    return lines
+
+
+def curve_lines(report: dict) -> list[str]:
+    """Each training configuration's loss curve against the first of its phase, in words."""
+    lines = []
+    for key, what in (("lora", "LoRA"), ("qlora", "QLoRA")):
+        rows = report.get(key, [])
+        for r in rows[1:]:
+            c = r.get("curve_vs_first")
+            if c is None:
+                continue
+            name = f"{what} {row_label(r)} vs {row_label(rows[0])}"
+            if "not_compared" in c:
+                lines.append(f"  {name}: not compared, {c['not_compared']}")
+            else:
+                lines.append(
+                    f"  {name}, first {c['steps']} steps: max {c['max_rel_diff']:.2%}, mean {c['mean_rel_diff']:.2%}"
+                )
+    return (
+        ["loss curves against the first configuration of their phase (relative difference per step):"] + lines
+        if lines
+        else []
+    )
+
+
 def row_label(r: dict) -> str:
     if "config" in r:
         return TrainSpec(**r["config"]).label()
@@ -906,6 +1089,7 @@ def train_flags(r: dict, four_bit: bool) -> str:
     flags += ["--load_in_4bit"] if four_bit else []
     flags += ["--gradient_checkpointing"] if spec.checkpointing else []
     flags += [] if spec.compile else ["--no_compile"]
+    flags += ["--fp8"] if spec.fp8 else []
     default_budget = train_lora.TrainConfig.activation_memory_budget
     if spec.compile and not spec.checkpointing and spec.budget != default_budget:
         flags.append(f"--activation_memory_budget {spec.budget:g}")
@@ -950,6 +1134,8 @@ def summary_table(report: dict) -> str:
     for r in report.get("generation", []):
         if "agreement" in r:
             lines.append(f"agreement, {gen_label(r)}: {agreement_text(r['agreement'])}")
+    lines += [""] + curve_lines(report)
+    lines += [""] + projection_lines(experiment_projection(report))
     return "\n".join(lines)
 
 
@@ -973,35 +1159,41 @@ def agreement_text(a: dict) -> str:
 
 
 def markdown_table(report: dict) -> str:
-    """The README's performance table, from a results JSON."""
-    ref = report["reference"]
+    """The README's performance table, from a results JSON (a run without the reference phase: no
+    reference row, no ratios)."""
+    ref = report.get("reference")
     rows = [
         "| training (train_lora.py flags) | samples/s | real tokens/s | peak GiB | MFU | vs reference |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| reference recipe (fp16, eager, bs 1 padded to 2,048) | {ref['samples_per_s']:.2f} | "
-        f"{ref['real_tokens_per_s']:.0f} | {ref['peak_gib']:.1f} | {ref['mfu_padded']:.1%} | 1.00x |",
     ]
+    if ref:
+        rows.append(
+            f"| reference recipe (fp16, eager, bs 1 padded to 2,048) | {ref['samples_per_s']:.2f} | "
+            f"{ref['real_tokens_per_s']:.0f} | {ref['peak_gib']:.1f} | {ref['mfu_padded']:.1%} | 1.00x |"
+        )
     for key in ("lora", "qlora"):
         for r in report.get(key, []):
             if "error" in r:
                 continue
             name = f"ours {train_flags(r, key == 'qlora')}"
+            ratio = f"{r['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref else ""
             rows.append(
                 f"| {name} | {r['samples_per_s']:.2f} | {r['real_tokens_per_s']:.0f} | {r['peak_gib']:.1f} | "
-                f"{r['mfu']:.1%} | {r['samples_per_s'] / ref['samples_per_s']:.2f}x |"
+                f"{r['mfu']:.1%} | {ratio} |"
             )
-    gen_ref = ref["generation"]["reports_per_s"]
+    gen_ref = ref["generation"]["reports_per_s"] if ref else None
     rows += [
         "",
         "| generation, 100-token reports | reports/s | peak GiB | vs reference |",
         "|---|---:|---:|---:|",
-        f"| reference (bs 1, sampling T=0.2, fp16, eager) | {gen_ref:.2f} | | 1x |",
     ]
+    if gen_ref:
+        rows.append(f"| reference (bs 1, sampling T=0.2, fp16, eager) | {gen_ref:.2f} | | 1x |")
     for r in report.get("generation", []):
         if "error" not in r:
+            ratio = f"{r['reports_per_s'] / gen_ref:.0f}x" if gen_ref else ""
             rows.append(
-                f"| ours, {gen_flags(r)} | {r['reports_per_s']:.2f} | "
-                f"{r['peak_gib']:.1f} | {r['reports_per_s'] / gen_ref:.0f}x |"
+                f"| ours, {gen_flags(r)} | {r['reports_per_s']:.2f} | {r['peak_gib']:.1f} | {ratio} |"
             )
     compared = [r for r in report.get("generation", []) if "agreement" in r]
     if compared:
@@ -1020,7 +1212,50 @@ def markdown_table(report: dict) -> str:
                 f"| {gen_flags(r)} vs {gen_flags(report['generation'][a['with_row']])} | {a['reports']} | "
                 f"{a['identical_share']:.1%} | {first} |"
             )
+    curves = [
+        r
+        for key in ("lora", "qlora")
+        for r in report.get(key, [])[1:]
+        if "max_rel_diff" in r.get("curve_vs_first", {})
+    ]
+    if curves:
+        rows += [
+            "",
+            "| loss curve against the first training row (train_lora.py flags) | steps | max rel. difference | mean rel. difference |",
+            "|---|---:|---:|---:|",
+        ]
+        for key in ("lora", "qlora"):
+            for r in report.get(key, [])[1:]:
+                c = r.get("curve_vs_first", {})
+                if "max_rel_diff" in c:
+                    rows.append(
+                        f"| ours {train_flags(r, key == 'qlora')} | {c['steps']} | {c['max_rel_diff']:.2%} | "
+                        f"{c['mean_rel_diff']:.2%} |"
+                    )
+    projection = experiment_projection(report)
+    if projection is not None:
+        rows += [""] + [
+            line.strip() if i == 0 else f"- {line.strip()}"
+            for i, line in enumerate(projection_lines(projection))
+        ]
     return "\n".join(rows)
+
+
+def training_specs(cfg: BenchConfig, phases: set[str]) -> dict[str, list[TrainSpec]]:
+    """The training configurations of the chosen phases ("lora", "qlora"), checked: exits with one line on
+    an unknown option, fp8 without compile or with 4 bits, or fp8 where it cannot run."""
+    specs = {}
+    try:
+        for phase, text in (("lora", cfg.train_configs), ("qlora", cfg.qlora_configs)):
+            if phase in phases:
+                specs[phase] = [TrainSpec.parse(t) for t in text.split(",")]
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if any(s.fp8 for s in specs.get("qlora", [])):
+        sys.exit("error: --qlora_configs: fp8 computes with bf16 base weights, not 4-bit ones")
+    if any(s.fp8 for rows in specs.values() for s in rows) and (problem := float8_problem("cuda")):
+        sys.exit(f"error: {problem}")
+    return specs
 
 
 def main() -> None:
@@ -1033,6 +1268,8 @@ def main() -> None:
     if cfg.quick:
         cfg.train_configs, cfg.qlora_configs, cfg.train_samples = "8", "8+ckpt", 32
         cfg.reference_samples, cfg.gen_configs, cfg.gen_reports, cfg.reference_gen_reports = 4, "32", 64, 1
+    phases = set(cfg.phases.split(","))
+    train_specs = training_specs(cfg, phases)  # before anything is built: a bad one stops here
     shared = Path(cfg.shared_data)
     tokenizer_dir = shared / "llava-med-v1.5-mistral-7b"
     reports_csv = shared / "iu_xray" / "indiana_reports.csv"
@@ -1085,8 +1322,6 @@ def main() -> None:
     dataset = ReportDataset(samples, processor.image_processor)
     collator = Collator(tokenizer.pad_token_id, image_token_id(tokenizer), per_image, pad_to_multiple_of=8)
 
-    phases = set(cfg.phases.split(","))
-
     def keep(name: str, value) -> None:  # each phase is written at once: a later crash loses nothing
         report[name] = value
         atomic_write_json(out, report)
@@ -1095,13 +1330,12 @@ def main() -> None:
     if "reference" in phases:
         keep("reference", reference_training(model_dir, samples, cfg, tokenizer.pad_token_id))
         free_gpu()
-    for phase, specs, four_bit in (("lora", cfg.train_configs, False), ("qlora", cfg.qlora_configs, True)):
-        if phase not in phases:
-            continue
+    for phase, specs in train_specs.items():
         rows = []
-        for spec in specs.split(","):
-            rows.append(our_training(model_dir, dataset, collator, cfg, TrainSpec.parse(spec), four_bit))
+        for spec in specs:
+            rows.append(our_training(model_dir, dataset, collator, cfg, spec, load_in_4bit=phase == "qlora"))
             free_gpu()
+            compare_curves(rows, cfg.curve_steps)
             keep(phase, rows)
     if "generation" in phases:
         keep("eval_loader", eval_loader_timings(entries, image_dir, processor.image_processor, cfg))
@@ -1116,6 +1350,7 @@ def main() -> None:
         "lora": best(report.get("lora", []), "samples_per_s"),
         "generation": best(report.get("generation", []), "reports_per_s"),
     }
+    report["projection"] = experiment_projection(report)
     atomic_write_json(out, report)
     print()
     print(summary_table(report))

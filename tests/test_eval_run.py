@@ -204,5 +204,5 @@ def test_fp8_on_the_cpu_is_refused_before_anything_runs(tmp_path, asked, capsys)
         evaluate.main(_args(json_file, images, out, "--fp8"))
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert err == "error: --fp8 needs a CUDA GPU with FP8 matmuls (compute capability >= 8.9), not cpu"
+    assert err == "error: --fp8 needs a CUDA GPU with FP8 tensor cores (H100, H200, L4, Ada); this run is on cpu"
     assert asked == [] and not out.exists()

@@ -25,7 +25,7 @@ MIN_RELATIVE_ERROR = 1e-3
 
 
 def fp8_cuda() -> bool:
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= float8.MIN_FP8_CAPABILITY
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= float8.MIN_CAPABILITY
 
 
 ON_FP8_GPU = pytest.mark.skipif(
@@ -149,9 +149,9 @@ def test_generation_lines_record_fp8_and_a_mismatch_is_refused(
 
 
 def test_refuses_the_cpu():
-    with pytest.raises(InputError, match=r"--fp8 needs a CUDA GPU with FP8 matmuls .*not cpu"):
+    with pytest.raises(InputError, match=r"--fp8 needs a CUDA GPU with FP8 tensor cores .*this run is on cpu"):
         float8.require_fp8_generation(torch.device("cpu"))
-    with pytest.raises(InputError, match="not cpu"):
+    with pytest.raises(InputError, match="this run is on cpu"):
         float8.quantize_for_generation(tiny_bf16())
 
 
@@ -160,6 +160,7 @@ def test_refuses_the_cpu():
     [((7, 0), True), ((8, 0), True), ((8, 6), True), ((8, 9), False), ((9, 0), False)],
 )
 def test_refuses_a_gpu_without_fp8_matmuls(monkeypatch, capability, refused):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA Test GPU")
     problem = float8.fp8_generation_problem(torch.device("cuda", 0))

@@ -1,0 +1,204 @@
+"""The benchmark's arithmetic and its training loop's bookkeeping (scripts/benchmark.py): loss curves
+against the first configuration, the reference experiment's projected wall time, the fp8 option. The timings
+themselves need a GPU; the loop runs here on the tiny model, on the CPU."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import asdict
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import PER_IMAGE, REPORTS, write_split  # tests/ is on sys.path under pytest
+
+import train_lora
+from rrg.collate import Collator, ReportDataset, encode_dataset
+from rrg.entries import load_entries
+from rrg.processor import image_token_id, load_processor
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import benchmark as B  # noqa: E402
+
+
+def config(text: str) -> dict:
+    return asdict(B.TrainSpec.parse(text))
+
+
+# --------------------------------------------------------------------------- loss curves
+
+
+def test_curve_difference_is_relative_per_step_over_the_shorter_curve():
+    reference = [10.0, 8.0, 6.0, 5.0]
+    assert B.curve_difference(reference, [10.1, 8.0, 5.94, 99.0], steps=3) == pytest.approx(
+        {"steps": 3, "max_rel_diff": 0.01, "mean_rel_diff": 0.02 / 3}
+    )
+    assert B.curve_difference(reference, [10.0, 8.4], steps=50)["steps"] == 2  # the shorter curve
+    assert B.curve_difference(reference, [10.0, 8.4], steps=50)["max_rel_diff"] == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        B.curve_difference(reference, [], steps=50)
+
+
+def test_curves_are_compared_only_on_the_same_samples():
+    rows = [
+        {"micro_batch": 8, "sample_order_sha256": "a", "losses": [10.0, 9.0]},
+        {"micro_batch": 8, "sample_order_sha256": "a", "losses": [10.0, 9.09]},
+        {"micro_batch": 16, "sample_order_sha256": "b", "losses": [10.0, 9.0]},
+        {"micro_batch": 8, "sample_order_sha256": "a", "error": "OutOfMemoryError: ..."},
+    ]
+    B.compare_curves(rows, steps=50)
+    assert "curve_vs_first" not in rows[0]
+    assert rows[1]["curve_vs_first"] == pytest.approx(
+        {"steps": 2, "max_rel_diff": 0.01, "mean_rel_diff": 0.005}
+    )
+    assert rows[2]["curve_vs_first"] == {"not_compared": "other samples (micro-batch 16 vs 8)"}
+    assert "no loss curve" in rows[3]["curve_vs_first"]["not_compared"]
+
+
+# --------------------------------------------------------------------------- projection
+
+
+def test_projected_wall_time_counts_the_warmups_and_their_work():
+    train = {"samples_per_s": 25.0, "warmup_s": 100.0, "warmup_samples": 64}
+    gen = {"reports_per_s": 40.0, "warmup_s": 10.0, "warmup_reports": 256}
+    p = B.projected_wall_time(train, gen)
+    assert p["training_s"] == pytest.approx(100 + (10 * 5029 - 64) / 25)
+    assert p["generation_s"] == pytest.approx(10 + (1251 - 256) / 40)
+    assert p["total_s"] == pytest.approx(p["training_s"] + p["generation_s"])
+    older = B.projected_wall_time(train, {"reports_per_s": 40.0})  # results from before warm-ups were timed
+    assert older["generation_s"] == pytest.approx(1251 / 40) and not older["generation_warmup_measured"]
+
+
+def report_with_fp8() -> dict:
+    default = B.TrainSpec.default()
+    assert B.TrainSpec.parse("8+compile+budget=0.7") == default  # the benchmark's spelling of the default
+    rows = [
+        {
+            "config": config("8+compile+budget=0.7"),
+            "samples_per_s": 22.0,
+            "warmup_s": 90.0,
+            "warmup_samples": 64,
+        },
+        {"config": config("8+compile+budget=0.7+plain"), "samples_per_s": 22.5, "warmup_s": 10.0},
+        {"config": config("8+compile+budget=0.7+fp8"), "samples_per_s": 30.0, "warmup_s": 120.0},
+        {"config": config("8+compile+budget=0.7"), "error": "OutOfMemoryError"},
+    ]
+    for row in rows:
+        row |= {"micro_batch": 8, "real_tokens_per_s": 1.0, "peak_gib": 1.0, "mfu": 0.5}
+        row |= {"sample_order_sha256": "a", "losses": [10.0, 9.0]} if "error" not in row else {}
+    rows[2]["losses"] = [10.0, 9.18]
+    B.compare_curves(rows, steps=50)
+    generation = [
+        {
+            "batch_size": 256,
+            "cache": "dynamic",
+            "reports_per_s": 30.0,
+            "peak_gib": 55.0,
+            "warmup_s": 9.0,
+            "warmup_reports": 256,
+        },
+        {
+            "batch_size": 320,
+            "cache": "dynamic",
+            "reports_per_s": 31.0,
+            "peak_gib": 65.0,
+            "warmup_s": 11.0,
+            "warmup_reports": 320,
+        },
+    ]
+    return {"lora": rows, "generation": generation}
+
+
+def test_projection_takes_the_default_recipe_and_the_fastest_configuration():
+    projection = B.experiment_projection(report_with_fp8())
+    default, fastest = projection["default_recipe"], projection["fastest"]
+    assert default["training"] == "mb8 compile budget 0.7" and default["flags"] == "`--batch_size 8`"
+    assert default["training_s"] == pytest.approx(90 + (50290 - 64) / 22.0)  # not the faster plain-AdamW row
+    assert default["generation_s"] == pytest.approx(11 + (1251 - 320) / 31.0)  # the fastest generation
+    assert fastest["flags"] == "`--batch_size 8 --fp8`"
+    assert fastest["training_s"] == pytest.approx(120 + 50290 / 30.0)
+    assert B.experiment_projection({"lora": report_with_fp8()["lora"]}) is None  # no generation row
+
+
+def test_summary_and_markdown_show_the_curves_and_the_projection():
+    report = report_with_fp8()
+    text = B.summary_table(report)
+    assert (
+        "LoRA mb8 compile budget 0.7 fp8 vs mb8 compile budget 0.7, first 2 steps: max 2.00%, mean 1.00%"
+        in text
+    )
+    minutes = (90 + (50290 - 64) / 22.0 + 11 + (1251 - 320) / 31.0) / 60
+    assert f"default recipe (mb8 compile budget 0.7): {minutes:.1f} min" in text
+    markdown = B.markdown_table(report)  # no reference phase in this run: no ratios
+    assert "| ours `--batch_size 8 --fp8` | 2 | 2.00% | 1.00% |" in markdown
+    assert "| ours `--batch_size 8 --fp8` | 30.00 | 1 | 1.0 | 50.0% |  |" in markdown
+    assert f"- default recipe (mb8 compile budget 0.7): {minutes:.1f} min" in markdown
+
+
+# --------------------------------------------------------------------------- the fp8 option
+
+
+def test_fp8_option_needs_compile_and_bf16_weights(monkeypatch, capsys):
+    spec = B.TrainSpec.parse("8+compile+fp8")
+    assert spec.fp8 and spec.label() == "mb8 compile fp8"
+    with pytest.raises(ValueError, match="fp8 needs compile"):
+        B.TrainSpec.parse("8+fp8")
+    cfg = B.BenchConfig(train_configs="8+compile", qlora_configs="16+ckpt+compile+fp8")
+    with pytest.raises(SystemExit, match="4-bit"):
+        B.training_specs(cfg, {"lora", "qlora"})
+    assert [s.fp8 for s in B.training_specs(cfg, {"lora"})["lora"]] == [False]  # qlora not chosen
+    cfg = B.BenchConfig(train_configs="8+compile,8+compile+fp8")
+    with pytest.raises(SystemExit, match="CUDA GPU with FP8" if find_spec("torchao") else "requirements-fp8"):
+        B.training_specs(cfg, {"lora"})  # this machine has no FP8 GPU: stopped before anything is built
+    with pytest.raises(SystemExit, match="unknown training option 'fp9'"):
+        B.training_specs(B.BenchConfig(train_configs="8+compile+fp9"), {"lora"})
+
+
+# --------------------------------------------------------------------------- the training loop
+
+
+@pytest.fixture
+def cpu_benchmark(monkeypatch, tiny_model_dir, tmp_path):
+    """our_training on the CPU: no CUDA timing or memory calls, bf16 weights (the benchmark's dtype), fp8
+    emulated; the tiny model and 10 samples."""
+    for name in ("synchronize", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 0)
+    monkeypatch.setattr(train_lora, "model_dtype", lambda name: torch.bfloat16)
+    monkeypatch.setattr(
+        train_lora, "build_model", functools.partial(train_lora.build_model, fp8_emulate=True)
+    )
+    processor = load_processor(tiny_model_dir)
+    entries = load_entries(write_split(tmp_path, REPORTS * 2))
+    dataset = ReportDataset(
+        encode_dataset(entries, processor.tokenizer, tmp_path / "images", PER_IMAGE),
+        processor.image_processor,
+    )
+    collator = Collator(processor.tokenizer.pad_token_id, image_token_id(processor.tokenizer), PER_IMAGE)
+    cfg = B.BenchConfig(train_samples=6, grad_accum=2, num_workers=0)  # 2 warm-up + 3 timed steps of 2 x 1
+
+    def run(spec: str) -> dict:
+        return B.our_training(tiny_model_dir, dataset, collator, cfg, B.TrainSpec.parse(spec))
+
+    return run
+
+
+@pytest.mark.skipif(find_spec("torchao") is None, reason="torchao is not installed (requirements-fp8.txt)")
+def test_every_configuration_starts_alike_and_logs_one_loss_per_step(cpu_benchmark):
+    """Two runs of one configuration give the same curve (the same LoRA init, samples and order, whatever
+    ran before); an fp8 one a close curve, on the same samples; one loss per optimizer step, warm-up first."""
+    rows = [
+        cpu_benchmark(spec)
+        for spec in ("1+compile+budget=0.7", "1+compile+budget=0.7", "1+compile+budget=0.7+fp8")
+    ]
+    assert all("error" not in r for r in rows), [r.get("error") for r in rows]
+    assert [len(r["losses"]) for r in rows] == [5, 5, 5] and rows[0]["warmup_steps"] == 2
+    assert rows[0]["warmup_samples"] == 4 and rows[0]["samples"] == 6
+    B.compare_curves(rows, steps=50)
+    assert rows[1]["curve_vs_first"] == {"steps": 5, "max_rel_diff": 0.0, "mean_rel_diff": 0.0}
+    assert 0 < rows[2]["curve_vs_first"]["max_rel_diff"] < 0.01
+    assert B.train_flags(rows[2], False) == "`--batch_size 1 --fp8`"
