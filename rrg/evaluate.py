@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "microsoft/llava-med-v1.5-mistral-7b"
 IMAGE_CONTROLS = ("none", "blank", "shuffle")
-FP8_NOTE = (
-    "generated with --fp8: the decoder's linear layers in float8 (rrg.float8); texts differ from bf16 ones"
-)
 
 
 # --------------------------------------------------------------------------- image controls
@@ -132,13 +129,6 @@ class EvalConfig:
         default=None,
         metadata={"help": "KV cache: dynamic (default; rrg.kv_cache) or 'static' (compiled decode steps)"},
     )
-    fp8: bool = field(
-        default=False,
-        metadata={
-            "help": "FP8 weights and activations in the decoder's linear layers (torchao, GPU of compute "
-            "capability >= 8.9; lm_head, CLIP and the projector stay bf16): faster, texts differ from bf16"
-        },
-    )
 
     def settings(self) -> GenerationSettings:
         return GenerationSettings(
@@ -149,7 +139,6 @@ class EvalConfig:
             seed=self.seed,
             batch_size=self.batch_size,
             cache_implementation=self.cache_implementation,
-            fp8=self.fp8,
         )
 
     def predictions_path(self) -> Path:
@@ -211,8 +200,7 @@ def done_ids(path: Path, identity: dict[str, Any], prompts: dict[str, str] | Non
     ignore_batch = {**identity["generation"], "batch_size": None}  # batching does not change the text
     for line, record in iter_jsonl(path, allow_partial_last_line=True):
         theirs = {key: record.get(key) for key in identity}
-        # Lines written before --fp8 existed have no "fp8": they were generated in bf16.
-        theirs["generation"] = {"fp8": False, **(theirs["generation"] or {}), "batch_size": None}
+        theirs["generation"] = {**(theirs["generation"] or {}), "batch_size": None}
         if theirs != {**identity, "generation": ignore_batch}:
             raise InputError(
                 f"{path}:{line}: made with other settings than this run ({theirs} vs {identity}); "
@@ -281,25 +269,7 @@ def load_for_eval(config: EvalConfig):
         load_in_4bit=config.load_in_4bit,
         device_map={"": state.local_process_index} if cuda else None,
     )
-    if config.fp8:  # after merging: the adapter's weights go into FP8 with the base weights
-        from .float8 import quantize_for_generation
-
-        quantized = quantize_for_generation(model)
-        state.print(f"fp8: {len(quantized)} decoder linear layers in float8 (lm_head, CLIP, projector: bf16)")
     return model.eval(), processor
-
-
-def check_fp8(config: EvalConfig, device: torch.device) -> None:
-    """Before anything is loaded: --fp8 can run here with these flags (one-line errors otherwise)."""
-    if not config.fp8:
-        return
-    if config.load_in_4bit:
-        raise InputError(
-            "--fp8 cannot be combined with --load_in_4bit: FP8 quantises bf16 weights (and a merged adapter)"
-        )
-    from .float8 import require_fp8_generation
-
-    require_fp8_generation(device)
 
 
 def metric_delta(real: dict, control: dict) -> dict[str, dict[str, float]]:
@@ -361,7 +331,6 @@ def evaluate(config: EvalConfig) -> dict:
     if not entries:
         raise InputError(f"{config.json_file}: no entries to evaluate")
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
-    check_fp8(config, state.device)
     if config.score:
         from . import clinical, metrics  # noqa: F401  (fails here, not after hours of generation)
     predictions = config.predictions_path()
@@ -445,9 +414,7 @@ def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, P
             adapter=config.lora_path,
             generation=asdict(config.settings()),
         )
-        if config.fp8:
-            card.setdefault("notes", []).append(FP8_NOTE)
-        report = [format_card(card)] + ([FP8_NOTE] if config.fp8 else [])
+        report = [format_card(card)]
         if config.image_control != "none":
             condition = config.image_control
             control_card = score_records(

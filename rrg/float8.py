@@ -1,15 +1,18 @@
-"""FP8 matmuls through torchao (optional: `pip install -r requirements-fp8.txt`).
+"""FP8 matmuls for training through torchao (optional: `pip install -r requirements-fp8.txt`).
 
-The check whether FP8 can run comes first (both parts use it); then each part stands alone, under its own
-header: training (`train_lora.py --fp8`: the frozen base linears cast to FP8 at each matmul, torchao's float8
-training) and generation (`--fp8` of the eval scripts: the decoder linears quantised to FP8 once, torchao's
-float8 inference). torchao is imported only when a part is used, so the rest of the package runs without it.
+`train_lora.py --fp8`: the frozen base linears of the decoder's LoRA layers cast their operands to FP8 at
+each matmul (torchao's float8 training, rowwise scales). The check whether FP8 can run here comes first.
+torchao is imported only when used, so the rest of the package runs without it.
+
+FP8 generation was tried and dropped: torchao's float8 inference (decoder linears in float8 once, per-row
+activation scales at each call), eager as generation runs, made 12.5 reports/s against 30.1 in bf16 on an
+H200 (scripts/benchmark.py, batch 256): the per-call activation quantisation adds kernels to every decode
+step, which costs more than the FP8 matmuls save. README, "Speed", lists it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import torch
 
@@ -119,99 +122,3 @@ def convert_frozen_base_linears(model, emulate: bool = False) -> int:
         )
     convert_to_float8_training(model, module_filter_fn=lambda module, _: id(module) in targets, config=config)
     return len(targets)
-
-
-# --------------------------------------------------------------------------- generation: FP8 inference
-
-# q,k,v,o and gate,up,down of every decoder layer (also under a PeftModel's longer prefix). Not lm_head
-# (the logits decide every greedy token), not CLIP or the projector (a small share of the FLOPs).
-GENERATION_TARGETS = re.compile(
-    r"(?:^|\.)language_model\.layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)$"
-)
-
-
-def is_generation_target(name: str) -> bool:
-    """Whether the module called `name` is one of the decoder linears FP8 generation quantises."""
-    return GENERATION_TARGETS.search(name) is not None
-
-
-def fp8_generation_problem(device: torch.device) -> str | None:
-    """Why FP8 generation cannot run on `device` (a sentence), or None when it can."""
-    return float8_problem(device)
-
-
-def require_fp8_generation(device: torch.device) -> None:
-    """Raise an InputError (one line) unless FP8 generation can run on `device` with torchao installed."""
-    problem = fp8_generation_problem(device)
-    if problem:
-        raise InputError(problem)
-    try:
-        # The names used below: an older torchao without them fails here too ("cannot import name").
-        from torchao.quantization import (  # noqa: F401
-            Float8DynamicActivationFloat8WeightConfig,
-            PerRow,
-            quantize_,
-        )
-    except ImportError as e:
-        raise InputError(f"--fp8 needs torchao ({e}): {INSTALL_HINT}") from None
-
-
-def generation_targets(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
-    """The decoder linears to quantise, by name; anything else under those names is an InputError.
-
-    An unmerged LoRA layer (peft's wrapper) or a bitsandbytes 4-bit layer sits where a plain bf16
-    linear should: quantising its base weight would leave the adapter in bf16, or have no bf16 weight.
-    """
-    targets = {}
-    for name, module in model.named_modules():
-        if not is_generation_target(name):
-            continue
-        if type(module) is not torch.nn.Linear:
-            raise InputError(
-                f"--fp8: {name} is a {type(module).__module__}.{type(module).__name__}, not a plain linear "
-                "layer: FP8 needs a merged adapter and bf16 weights (not --load_in_4bit)"
-            )
-        if module.weight.dtype != torch.bfloat16:
-            raise InputError(f"--fp8: {name} holds {module.weight.dtype} weights; FP8 quantises bf16 ones")
-        targets[name] = module
-    if not targets:
-        raise InputError("--fp8: the model has no language_model.layers.N projections to quantise")
-    return targets
-
-
-def is_fp8_weight(weight: torch.Tensor) -> bool:
-    """Whether a weight is one of torchao's quantised tensors (checked without importing torchao)."""
-    return type(weight).__module__.split(".")[0] == "torchao"
-
-
-def is_quantized_for_generation(model: torch.nn.Module) -> bool:
-    """Whether quantize_for_generation() has been applied to `model` (any decoder linear in FP8)."""
-    return any(
-        is_generation_target(name) and is_fp8_weight(getattr(module, "weight", None))
-        for name, module in model.named_modules()
-    )
-
-
-def quantize_for_generation(model: torch.nn.Module) -> list[str]:
-    """Quantise the decoder linears of a loaded (and merged) Llava model in place for FP8 inference.
-
-    Weights: float8 e4m3 once, one scale per output row. Activations: quantised per row (token) at each
-    call. Returns the names of the quantised layers. Inference only: the weights no longer train.
-    """
-    targets = generation_targets(model)
-    require_fp8_generation(model.get_input_embeddings().weight.device)
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-
-    # set_inductor_config=False: torchao would otherwise change torch._inductor's global settings, which
-    # every later torch.compile in the process (a training phase of the benchmark) would inherit.
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
-    quantize_(model, config, filter_fn=lambda module, name: name in targets)
-    # torchao leaves a layer in bf16, silently, when a size is not a multiple of 16 (_scaled_mm's rule).
-    skipped = [name for name, module in targets.items() if not is_fp8_weight(module.weight)]
-    if skipped:
-        shape = tuple(targets[skipped[0]].weight.shape)
-        raise InputError(
-            f"--fp8: torchao left {len(skipped)} layer(s) unquantised, e.g. {skipped[0]} of shape {shape} "
-            "(FP8 matmuls need both sizes to be multiples of 16)"
-        )
-    return sorted(targets)

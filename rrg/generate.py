@@ -46,9 +46,6 @@ class GenerationSettings:
     # None: a dynamic KV cache (rrg.kv_cache). "static": transformers' static cache, whose decode step
     # generate() compiles (CUDA graphs): faster steps after ~45 s of compilation per batch shape.
     cache_implementation: str | None = None
-    # The decoder's linear layers in FP8 (rrg.float8.quantize_for_generation, applied to the model when it
-    # is loaded, not here): recorded because it changes the text. Not a generate() argument.
-    fp8: bool = False
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -303,14 +300,6 @@ def generate_predictions(
     from accelerate.utils import find_executable_batch_size
     from tqdm.auto import tqdm
 
-    from .float8 import is_quantized_for_generation
-
-    quantized = is_quantized_for_generation(model)
-    if settings.fp8 != quantized:  # the lines would misstate how they were made
-        raise ValueError(
-            f"settings.fp8 is {settings.fp8} but the model's decoder linears are "
-            f"{'FP8' if quantized else 'bf16'} (rrg.float8.quantize_for_generation)"
-        )
     device = model.get_input_embeddings().weight.device
     per_image = tokens_per_image(model.config)
     blank = identity["image_control"] == "blank"

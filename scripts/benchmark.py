@@ -19,12 +19,11 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
-     100-token reports over --gen_configs (batch size[:KV cache][+fp8][+workers=N]); each configuration
+     100-token reports over --gen_configs (batch size[:KV cache][+workers=N]); each configuration
      after the first of its batch size is compared with that first one: the share of identical reports
-     and where the others first differ (`agreement`; e.g. "256,256+fp8": eval's --fp8 against bf16).
+     and where the others first differ (`agreement`; e.g. "256,256:static": the static cache against ours).
 Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
-gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache, padding and,
-last, with the decoder's linears in FP8).
+gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache and padding).
 Compiled configurations pay their compilation in the warm-up; graphs_compiled_while_timed shows none
 happened inside the timed window.
 
@@ -78,7 +77,7 @@ from rrg.attention import ATTENTION  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
 from rrg.evaluate import EvalConfig  # noqa: E402
-from rrg.float8 import float8_problem, is_quantized_for_generation, quantize_for_generation  # noqa: E402
+from rrg.float8 import float8_problem  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
 from rrg.io import atomic_write_json, read_jsonl  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
@@ -112,9 +111,7 @@ class BenchConfig:
         },
     )
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
-    # batch size[:KV cache implementation][+fp8 (eval's --fp8)][+workers=N (loader workers)], e.g.
-    # "256,256:static,256+fp8,320+workers=8". fp8 quantises the loaded model in place; a bf16 configuration
-    # after an fp8 one reloads it, so list the fp8 ones last.
+    # batch size[:KV cache implementation][+workers=N (loader workers)], e.g. "256,256:static,320+workers=8"
     gen_configs: str = "256,320"
     gen_workers: int = EvalConfig.num_workers  # loader workers where gen_configs names none: eval's default
     loader_workers: str = "4,8"  # worker counts for which the eval loader alone is timed
@@ -122,7 +119,7 @@ class BenchConfig:
     reference_gen_reports: int = 2
     new_tokens: int = 100  # every report is forced to exactly this length
     gen_diagnose_batch: int = 128
-    gen_diagnose_variants: str = ""  # comma-separated names (prompts/attention/cache[/fp8]); default: all
+    gen_diagnose_variants: str = ""  # comma-separated names (prompts/attention/cache); default: all
     num_workers: int = 8  # training loader workers
     train_profile: bool = False  # profile two accumulation groups of each training configuration
     trace_dir: str = ""  # with --train_profile: write each profile there as a gzipped Chrome trace
@@ -597,11 +594,10 @@ def loader_timing(items, paths, image_processor, batch_size: int, workers: int) 
 
 @dataclass
 class GenSpec:
-    """One generation configuration of the sweep, e.g. "256:static+fp8+workers=8"."""
+    """One generation configuration of the sweep, e.g. "256:static+workers=8"."""
 
     batch_size: int
     cache: str | None = None  # GenerationSettings.cache_implementation (None: rrg.kv_cache)
-    fp8: bool = False  # the decoder's linears in FP8 (eval's --fp8, rrg.float8)
     workers: int = EvalConfig.num_workers  # loader workers
 
     @classmethod
@@ -610,12 +606,10 @@ class GenSpec:
         size, *cache = head.split(":")
         spec = cls(batch_size=int(size), cache=cache[0] if cache else None, workers=workers)
         for option in options:
-            if option == "fp8":
-                spec.fp8 = True
-            elif option.startswith("workers="):
+            if option.startswith("workers="):
                 spec.workers = int(option.split("=", 1)[1])
             else:
-                raise ValueError(f"unknown generation option {option!r} in {text!r} (fp8, workers=N)")
+                raise ValueError(f"unknown generation option {option!r} in {text!r} (workers=N)")
         return spec
 
 
@@ -690,7 +684,6 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                 max_new_tokens=cfg.new_tokens,
                 batch_size=batch_size,
                 cache_implementation=spec.cache,
-                fp8=spec.fp8,
             )
             identity = {
                 "image_control": "none",
@@ -708,16 +701,6 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
 
             reports = None
             try:
-                if spec.fp8 != is_quantized_for_generation(model):
-                    if not spec.fp8:  # FP8 is in place: bf16 needs the weights again
-                        model = None
-                        free_gpu()
-                        model = load()
-                    else:
-                        with timed() as quantizing:
-                            quantize_for_generation(model)
-                        print(f"decoder linears quantised to FP8 in {quantizing['s']:.1f} s", flush=True)
-                    free_gpu()
                 with timed() as warm:  # the loader's start, and any compilation (a static cache's)
                     run(model, batch_size, "warmup")
                 torch.cuda.reset_peak_memory_stats()
@@ -749,12 +732,11 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                     "warmup_s": warm["s"],
                     "warmup_reports": batch_size,
                 }
-            except Exception as e:  # out of memory, an unsupported cache, no FP8: record it, try the next
+            except Exception as e:  # out of memory, an unsupported cache: record it, try the next
                 row = {"batch_size": batch_size, "error": f"{type(e).__name__}: {str(e)[:200]}"}
                 reports = None
                 free_gpu()
             row["cache"] = settings.cache_implementation or "dynamic"
-            row["fp8"] = spec.fp8
             results.append(row)
             texts.append(reports)
             with_agreement(results, texts, lambda t: processor.tokenizer.encode(t, add_special_tokens=False))
@@ -856,9 +838,8 @@ def diagnose_generation(
     attention implementation (transformers' "sdpa", ours: rrg.attention) and KV cache (transformers'
     dynamic one, ours: rrg.kv_cache, static run eagerly, static under generate's compiled decode
     step), on prompts of one length ("equal": the default question) and of varied lengths ("padded":
-    with real indications, so the batch is left-padded and a mask reaches attention); last, ours with
-    the decoder's linears in FP8 (eval's --fp8: the model is quantised in place, so nothing runs in bf16
-    after it). Inputs are built once: no image loading is timed."""
+    with real indications, so the batch is left-padded and a mask reaches attention). Inputs are built
+    once: no image loading is timed."""
     batch_size = cfg.gen_diagnose_batch
     model = load_base_model(str(model_dir), device_map={"": 0}).eval()
     processor = load_processor(str(model_dir))
@@ -884,16 +865,14 @@ def diagnose_generation(
             return DynamicCache()  # transformers' own: appends with torch.cat
         return PreallocatedCache.for_generation(model, batch["input_ids"].shape[1], cfg.new_tokens)
 
-    variants = [  # (prompts, attention, KV cache, fp8); static caches late, compiled later, FP8 last
-        ("equal", "sdpa", "dynamic", False),
-        ("equal", ATTENTION, "dynamic", False),
-        ("equal", ATTENTION, "preallocated", False),
-        ("padded", "sdpa", "dynamic", False),
-        ("padded", ATTENTION, "preallocated", False),
-        ("padded", ATTENTION, "static_eager", False),
-        ("padded", ATTENTION, "static_compiled", False),
-        ("equal", ATTENTION, "preallocated", True),
-        ("padded", ATTENTION, "preallocated", True),
+    variants = [  # (prompts, attention, KV cache); static caches last, compiled last of all
+        ("equal", "sdpa", "dynamic"),
+        ("equal", ATTENTION, "dynamic"),
+        ("equal", ATTENTION, "preallocated"),
+        ("padded", "sdpa", "dynamic"),
+        ("padded", ATTENTION, "preallocated"),
+        ("padded", ATTENTION, "static_eager"),
+        ("padded", ATTENTION, "static_compiled"),
     ]
 
     def generate(batch, n: int, cache: str) -> None:
@@ -905,16 +884,13 @@ def diagnose_generation(
         model.generate(**batch, max_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs)
 
     chosen_variants = cfg.gen_diagnose_variants.split(",") if cfg.gen_diagnose_variants else None
-    for prompt_kind, attention, cache, fp8 in variants:
-        name = f"{prompt_kind}/{attention}/{cache}" + ("/fp8" if fp8 else "")
+    for prompt_kind, attention, cache in variants:
+        name = f"{prompt_kind}/{attention}/{cache}"
         if chosen_variants and name not in chosen_variants:
             continue
         batch = inputs[prompt_kind]
         model.set_attn_implementation(attention)
         try:
-            if fp8 and not is_quantized_for_generation(model):
-                quantize_for_generation(model)
-                free_gpu()
             with timed() as warm:
                 generate(batch, cfg.new_tokens, cache)  # compiles, where it compiles
             with timed() as full:
@@ -1140,7 +1116,7 @@ def summary_table(report: dict) -> str:
 
 
 def gen_label(row: dict) -> str:
-    label = f"ours bs {row['batch_size']} {row.get('cache', '')}" + (" fp8" if row.get("fp8") else "")
+    label = f"ours bs {row['batch_size']} {row.get('cache', '')}"
     if "workers" in row:  # rows of earlier runs did not record them
         label += f" {row['workers']} workers"
     return label
@@ -1148,7 +1124,7 @@ def gen_label(row: dict) -> str:
 
 def gen_flags(row: dict) -> str:
     """The eval flags of a measured generation configuration, as the Markdown table shows them."""
-    flags = f"`--batch_size {row['batch_size']}" + (" --fp8" if row.get("fp8") else "") + "`"
+    flags = f"`--batch_size {row['batch_size']}`"
     return flags + ("" if row["cache"] == "dynamic" else f", {row['cache']} KV cache")
 
 

@@ -1,4 +1,4 @@
-"""The generation benchmark's parsing and arithmetic (scripts/benchmark.py): configurations with fp8, and
+"""The generation benchmark's parsing and arithmetic (scripts/benchmark.py): configurations, and
 the agreement of each configuration's texts with the first one of its batch size. The timed runs need a
 GPU; these parts do not."""
 
@@ -21,13 +21,12 @@ def words(text: str) -> list[str]:
     return text.split()
 
 
-def test_generation_configs_parse_fp8_beside_cache_and_workers():
+def test_generation_configs_parse_cache_and_workers():
     assert B.GenSpec.parse("256", workers=4) == B.GenSpec(batch_size=256, workers=4)
-    spec = B.GenSpec.parse("320:static+fp8+workers=8", workers=4)
-    assert spec == B.GenSpec(batch_size=320, cache="static", fp8=True, workers=8)
-    assert B.GenSpec.parse("256+fp8").fp8 and not B.GenSpec.parse("256:static").fp8
-    with pytest.raises(ValueError, match="unknown generation option 'fp16'"):
-        B.GenSpec.parse("256+fp16")
+    spec = B.GenSpec.parse("320:static+workers=8", workers=4)
+    assert spec == B.GenSpec(batch_size=320, cache="static", workers=8)
+    with pytest.raises(ValueError, match="unknown generation option 'fp8'"):
+        B.GenSpec.parse("256+fp8")  # tried and dropped (rrg/float8.py says why)
 
 
 def test_first_difference_is_the_first_differing_token():
@@ -52,12 +51,12 @@ def test_agreement_counts_identical_reports_and_averages_where_the_others_differ
 
 def test_each_configuration_is_compared_with_the_first_of_its_batch_size():
     rows = [
-        {"batch_size": 256, "cache": "dynamic", "fp8": False},
-        {"batch_size": 320, "cache": "dynamic", "fp8": False, "error": "OutOfMemoryError"},
-        {"batch_size": 256, "cache": "dynamic", "fp8": True},
-        {"batch_size": 320, "cache": "dynamic", "fp8": True},
-        {"batch_size": 320, "cache": "static", "fp8": True},
-        {"batch_size": 256, "cache": "static", "fp8": False},
+        {"batch_size": 256, "cache": "dynamic"},
+        {"batch_size": 320, "cache": "dynamic", "error": "OutOfMemoryError"},
+        {"batch_size": 256, "cache": "static"},
+        {"batch_size": 320, "cache": "dynamic"},
+        {"batch_size": 320, "cache": "static"},
+        {"batch_size": 256, "cache": "static"},
     ]
     texts = [["a b", "c d"], None, ["a b", "c e"], ["a b", "c d"], ["a x", "c d"], ["a b", "c d"]]
     B.with_agreement(rows, texts, words)
@@ -72,34 +71,34 @@ def test_each_configuration_is_compared_with_the_first_of_its_batch_size():
     )  # not row 2
 
 
-def fp8_report() -> dict:
+def static_report() -> dict:
     report = json.loads((REPO / "results" / "benchmark-h100.json").read_text())
-    bf16 = report["generation"][0]
-    fp8 = {**bf16, "fp8": True, "reports_per_s": 40.0, "peak_gib": 48.0}
-    fp8["agreement"] = {"with": B.gen_label(bf16), "with_row": 0, "reports": 1280, "identical": 640,
-                        "identical_share": 0.5, "mean_first_difference_token": 37.25,
-                        "median_first_difference_token": 30.0}  # fmt: skip
-    return {**report, "generation": [bf16, fp8]}
+    dynamic = report["generation"][0]
+    static = {**dynamic, "cache": "static", "reports_per_s": 40.0, "peak_gib": 48.0}
+    static["agreement"] = {"with": B.gen_label(dynamic), "with_row": 0, "reports": 1280, "identical": 640,
+                           "identical_share": 0.5, "mean_first_difference_token": 37.25,
+                           "median_first_difference_token": 30.0}  # fmt: skip
+    return {**report, "generation": [dynamic, static]}
 
 
-def test_markdown_shows_the_fp8_row_and_its_agreement():
-    table = B.markdown_table(fp8_report())
-    assert "| ours, `--batch_size 256 --fp8` | 40.00 | 48.0 |" in table
+def test_markdown_shows_each_row_and_its_agreement():
+    table = B.markdown_table(static_report())
+    assert "| ours, `--batch_size 256`, static KV cache | 40.00 | 48.0 |" in table
     assert "| ours, `--batch_size 256` | 31.05 | 55.5 | 112x |" in table
-    assert "| `--batch_size 256 --fp8` vs `--batch_size 256` | 1280 | 50.0% | 37.2 |" in table
+    assert "| `--batch_size 256`, static KV cache vs `--batch_size 256` | 1280 | 50.0% | 37.2 |" in table
 
 
-def test_markdown_of_results_without_fp8_is_unchanged():
-    """The README's table from the committed results: no fp8 row, no agreement table."""
+def test_markdown_of_results_without_agreement_is_unchanged():
+    """The README's table from the committed results: no agreement table."""
     table = B.markdown_table(json.loads((REPO / "results" / "benchmark-h100.json").read_text()))
     assert "| ours, `--batch_size 256` | 31.05 | 55.5 | 112x |" in table
-    assert "fp8" not in table and "identical" not in table
+    assert "identical" not in table
 
 
 def test_summary_prints_the_agreement():
-    summary = B.summary_table(fp8_report())
-    assert "ours bs 256 dynamic fp8 4 workers" in summary
+    summary = B.summary_table(static_report())
+    assert "ours bs 256 static 4 workers" in summary
     assert (
-        "agreement, ours bs 256 dynamic fp8 4 workers: 50.0% of 1280 reports identical to ours bs 256 dynamic "
+        "agreement, ours bs 256 static 4 workers: 50.0% of 1280 reports identical to ours bs 256 dynamic "
         "4 workers, the others first differ at token 37.2 on average" in summary
     )

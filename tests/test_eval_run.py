@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from rrg import evaluate, generate
@@ -130,79 +129,3 @@ def test_a_second_eval_into_the_same_folder_fails_naming_the_holder(tmp_path, as
         holder.communicate("", timeout=30)
     evaluate.main(_args(json_file, images, out))  # free again once the holder has finished
     assert len(read_jsonl(out)) == 2
-
-
-# --------------------------------------------------------------------------- --fp8
-
-
-@pytest.fixture
-def fp8_allowed(monkeypatch):
-    """--fp8 passes its GPU and torchao checks (generation itself is the `asked` stand-in)."""
-    from rrg import float8
-
-    monkeypatch.setattr(float8, "require_fp8_generation", lambda device: None)
-
-
-def test_fp8_is_recorded_in_every_line_and_the_card(tmp_path, asked, fp8_allowed):
-    json_file, images = _split(tmp_path, "clean")
-    out = tmp_path / "run" / "predictions.jsonl"
-    evaluate.main(_args(json_file, images, out, "--fp8"))
-    assert [r["generation"]["fp8"] for r in read_jsonl(out)] == [True, True]
-    card = json.loads((out.parent / "scores.json").read_text())
-    assert card["generation"]["fp8"] is True and evaluate.FP8_NOTE in card["notes"]
-    evaluate.main(_args(json_file, images, tmp_path / "bf16" / "predictions.jsonl"))
-    card = json.loads((tmp_path / "bf16" / "scores.json").read_text())
-    assert card["generation"]["fp8"] is False and evaluate.FP8_NOTE not in card.get("notes", [])
-
-
-@pytest.mark.parametrize(("first", "then"), [(["--fp8"], []), ([], ["--fp8"])])
-def test_resume_refuses_lines_made_with_the_other_precision(
-    tmp_path, asked, fp8_allowed, capsys, first, then
-):
-    json_file, images = _split(tmp_path, "clean")
-    out = tmp_path / "run" / "predictions.jsonl"
-    evaluate.main(_args(json_file, images, out, "--limit", "1", *first))
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(_args(json_file, images, out, "--resume", *then))
-    assert exit_info.value.code == 1
-    assert f"{out}:1: made with other settings than this run" in capsys.readouterr().err
-    assert len(read_jsonl(out)) == 1  # nothing added
-    evaluate.main(_args(json_file, images, out, "--resume", *first))  # the same setting continues
-    assert len(read_jsonl(out)) == 2
-
-
-def test_lines_from_before_fp8_existed_resume_as_bf16_only(tmp_path, asked, fp8_allowed, capsys):
-    json_file, images = _split(tmp_path, "clean")
-    out = tmp_path / "run" / "predictions.jsonl"
-    evaluate.main(_args(json_file, images, out, "--limit", "1"))
-    line = read_jsonl(out)[0]
-    del line["generation"]["fp8"]  # as written before the flag existed
-    out.write_text(json.dumps(line) + "\n")
-    with pytest.raises(SystemExit):
-        evaluate.main(_args(json_file, images, out, "--resume", "--fp8"))
-    assert "made with other settings" in capsys.readouterr().err
-    evaluate.main(_args(json_file, images, out, "--resume"))
-    assert len(read_jsonl(out)) == 2
-
-
-def test_fp8_with_4bit_is_refused_before_anything_runs(tmp_path, asked, capsys):
-    json_file, images = _split(tmp_path, "clean")
-    out = tmp_path / "run" / "predictions.jsonl"
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(_args(json_file, images, out, "--fp8", "--load_in_4bit"))
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--fp8 cannot be combined with --load_in_4bit" in err
-    assert asked == [] and not out.exists()
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of --fp8 on a machine without a GPU")
-def test_fp8_on_the_cpu_is_refused_before_anything_runs(tmp_path, asked, capsys):
-    json_file, images = _split(tmp_path, "clean")
-    out = tmp_path / "run" / "predictions.jsonl"
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(_args(json_file, images, out, "--fp8"))
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert err == "error: --fp8 needs a CUDA GPU with FP8 tensor cores (H100, H200, L4, Ada); this run is on cpu"
-    assert asked == [] and not out.exists()

@@ -175,7 +175,8 @@ def test_missing_torchao_and_gpus_without_fp8_are_named(monkeypatch):
     monkeypatch.undo()
     if find_spec("torchao") is None:
         pytest.skip("torchao is not installed (pip install -r requirements-fp8.txt): the GPU checks need it")
-    assert "no CUDA GPU is available" in F8.float8_problem("cuda:0") or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "no CUDA GPU is available" in F8.float8_problem("cuda:0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))

@@ -291,3 +291,28 @@ def test_train_event_missing_a_field_names_line_and_field(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=r"train_log\.jsonl:3: 'train' event lacks field 'lr'"):
         load_train_log(path)
+
+
+# --------------------------------------------------------------------------- plot/benchmark_curves.py
+
+
+def _bench_row(losses, fp8=False, order="abc"):
+    return {"micro_batch": 8, "config": {"fp8": fp8}, "losses": losses, "sample_order_sha256": order}
+
+
+def test_benchmark_curves_compare_configurations_on_the_same_samples(tmp_path, monkeypatch):
+    curves = _load_script("benchmark_curves")
+    report = {"gpu": "Test GPU", "lora": [_bench_row([4.0, 2.0]), _bench_row([4.4, 2.0], fp8=True)]}
+    lines = curves.curves(report, "lora", "r.json")
+    assert [name for name, _ in lines] == ["micro-batch 8 (default)", "micro-batch 8, --fp8"]
+    assert curves.relative_differences(lines[0][1], lines[1][1]) == pytest.approx([0.1, 0.0])
+    with pytest.raises(InputError, match="r.json: the lora configurations saw different samples"):
+        curves.curves({"lora": [_bench_row([1.0]), _bench_row([1.0], order="other")]}, "lora", "r.json")
+    with pytest.raises(InputError, match="r.json: qlora holds 1 configuration"):
+        curves.curves({"qlora": [_bench_row([1.0])]}, "qlora", "r.json")
+    results = tmp_path / "bench.json"
+    results.write_text(json.dumps(report))
+    out = tmp_path / "curves.png"
+    monkeypatch.setattr(sys, "argv", ["benchmark_curves.py", "--results", str(results), "--out", str(out)])
+    curves.main()
+    assert Image.open(out).size[0] > 500
