@@ -81,6 +81,11 @@ class MultiBenchConfig:
     gen_reports_per_gpu: int = flag(768, "reports per GPU for generation (3 batches of 256 on each)")
     gen_batch: int = flag(256, "eval --batch_size (per GPU)")
     timeout: int = flag(900, "seconds a launch may take before it is killed")
+    resume_flags: str = flag(
+        "",
+        "extra train_lora.py flags for the resume phase's three launches, space-separated, e.g. --no_compile: "
+        "eager launches start in seconds (compiled ones spend ~1.5 min each before their first step)",
+    )
     markdown: str = flag("", "print the Markdown tables of an existing results JSON and exit (no GPU)")
 
 
@@ -338,7 +343,7 @@ def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n
     """Stopped halfway and resumed vs uninterrupted, DDP on n GPUs, validation every half."""
     half = cfg.steps // 2
     val = ["--val_json", str(paths["val"]), "--eval_steps", str(half), "--save_steps", str(half)]
-    result: dict = {"gpus": n, "steps": cfg.steps, "stopped_after": half}
+    result: dict = {"gpus": n, "steps": cfg.steps, "stopped_after": half, "flags": cfg.resume_flags}
     full, parts = workdir / "runs" / f"resume-full-{n}", workdir / "runs" / f"resume-parts-{n}"
     runs = {
         "uninterrupted": (full, ["--overwrite"]),
@@ -346,7 +351,8 @@ def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n
         "resumed": (parts, ["--resume"]),
     }
     for name, (out, extra) in runs.items():
-        cmd = command("train_lora.py", train_args(paths, out, cfg, n, *val, *extra), n, "ddp")
+        args = train_args(paths, out, cfg, n, *val, *extra, *cfg.resume_flags.split())
+        cmd = command("train_lora.py", args, n, "ddp")
         launch = run_launch(cmd, workdir / "logs" / f"resume-{name}-{n}.log", None, cfg.timeout)
         result[name] = {k: launch[k] for k in ("returncode", "wall_s") if k in launch} | (
             {"error": launch["error"]} if "error" in launch else {}

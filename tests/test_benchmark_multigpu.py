@@ -64,3 +64,20 @@ def test_committed_results_render():
     table = B.markdown_tables(json.loads((REPO / "results" / "benchmark-h200x2.json").read_text()))
     assert "| ddp, QLoRA | 2 | 8 x 4 | 26.34 |  | 14.2 |" in table  # the QLoRA launch's own row
     assert "| 2 GPUs | 72.1 | 99% |" in table
+
+
+def test_resume_phase_passes_its_flags_to_every_launch(monkeypatch, tmp_path):
+    commands = []
+
+    def fake_launch(cmd, log, watch, timeout):
+        commands.append(cmd)
+        return {"returncode": 0 if len(commands) < 3 else 1, "wall_s": 1.0}  # the resumed launch fails
+
+    monkeypatch.setattr(B, "run_launch", fake_launch)
+    cfg = B.MultiBenchConfig(steps=6, resume_flags="--no_compile --num_workers 2")
+    paths = {k: tmp_path / k for k in ("model", "train", "val", "images")}
+    result = B.resume_phase(cfg, paths, tmp_path, 2)
+    assert len(commands) == 3 and result["resumed"]["returncode"] == 1 and "final_adapter" not in result
+    for cmd in commands:
+        assert cmd[-3:] == ["--no_compile", "--num_workers", "2"]
+    assert "--stop_after_steps" in commands[1] and "--resume" in commands[2]
