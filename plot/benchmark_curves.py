@@ -22,13 +22,6 @@ from rrg.cli import exits_on_input_error
 from rrg.io import InputError
 from rrg.results import save_figure
 
-# The options of a training configuration (scripts/benchmark.py's TrainSpec) that a legend names.
-OPTION_NAMES = {
-    "fp8": "--fp8",
-    "checkpointing": "--gradient_checkpointing",
-    "plain_adamw": "bf16 AdamW",
-}
-
 
 @dataclass
 class BenchCurvesConfig:
@@ -37,16 +30,20 @@ class BenchCurvesConfig:
     phase: str = field(default="lora", metadata={"help": "lora or qlora: whose configurations to plot"})
 
 
-def label(row: dict) -> str:
-    config = row.get("config", {})
-    options = [name for key, name in OPTION_NAMES.items() if config.get(key)]
-    return f"micro-batch {row.get('micro_batch', '?')}" + (
-        ", " + ", ".join(options) if options else " (default)"
-    )
+def label(config: dict, first: dict) -> str:
+    """A configuration (scripts/benchmark.py's TrainSpec fields) by what sets it apart from the first one."""
+    if config == first:
+        return f"micro-batch {config.get('micro_batch', '?')} (first)"
+    parts = []
+    for key, value in config.items():
+        if first.get(key) != value:
+            parts.append(f"{key} {value}" if not isinstance(value, bool) else key if value else f"no {key}")
+    return ", ".join(parts)
 
 
-def curves(report: dict, phase: str, source: str) -> list[tuple[str, list[float]]]:
-    """(label, per-step losses) of each configuration of `phase` with losses; InputError if fewer than two."""
+def curves(report: dict, phase: str, source: str) -> tuple[list[tuple[str, list[float]]], bool]:
+    """(label, per-step losses) of each configuration of `phase` with losses, and whether the run recorded
+    that they all saw the same samples in the same order; InputError if fewer than two, or if they did not."""
     rows = [r for r in report.get(phase, []) if r.get("losses")]
     if len(rows) < 2:
         raise InputError(
@@ -57,7 +54,8 @@ def curves(report: dict, phase: str, source: str) -> list[tuple[str, list[float]
         raise InputError(
             f"{source}: the {phase} configurations saw different samples: their curves do not compare"
         )
-    return [(label(r), r["losses"]) for r in rows]
+    first = rows[0].get("config", {})
+    return [(label(r.get("config", {}), first), r["losses"]) for r in rows], None not in orders
 
 
 def relative_differences(first: list[float], other: list[float]) -> list[float]:
@@ -66,15 +64,15 @@ def relative_differences(first: list[float], other: list[float]) -> list[float]:
 
 def plot(lines: list[tuple[str, list[float]]], title: str):
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, height_ratios=(2, 1))
-    for name, losses in lines:
-        top.plot(range(1, len(losses) + 1), losses, marker=".", linewidth=1, label=name)
+    for i, (name, losses) in enumerate(lines):
+        top.plot(range(1, len(losses) + 1), losses, marker=".", linewidth=1, label=name, color=f"C{i}")
     top.set_ylabel("training loss")
     top.set_title(title)
     top.legend()
     base_name, base = lines[0]
-    for name, losses in lines[1:]:
+    for i, (name, losses) in enumerate(lines[1:], start=1):
         diffs = [100 * d for d in relative_differences(base, losses)]
-        bottom.plot(range(1, len(diffs) + 1), diffs, marker=".", linewidth=1, label=name)
+        bottom.plot(range(1, len(diffs) + 1), diffs, marker=".", linewidth=1, label=name, color=f"C{i}")
     bottom.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="1%")
     bottom.set_ylabel(f"|difference| from\n{base_name} (%)")
     bottom.set_xlabel("optimizer step")
@@ -92,8 +90,9 @@ def main() -> None:
         report = json.loads(Path(cfg.results).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"{cfg.results}: cannot read a results JSON ({e})") from None
-    lines = curves(report, cfg.phase, cfg.results)
-    title = f"{cfg.phase} loss curves, {report.get('gpu', 'GPU')} (same samples, same init)"
+    lines, same_samples = curves(report, cfg.phase, cfg.results)
+    seen = "same samples, same init" if same_samples else "sample order not recorded"
+    title = f"{cfg.phase} loss curves, {report.get('gpu', 'GPU')} ({seen})"
     print(f"wrote {save_figure(plot(lines, title), cfg.out, dpi=120)}")
 
 

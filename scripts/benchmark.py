@@ -664,13 +664,9 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
     batch while this one generates; each report appended to a JSONL). The texts of each configuration are
     kept to compare with the first configuration of the same batch size (`agreement`)."""
 
-    def load() -> torch.nn.Module:
-        model = load_base_model(str(model_dir), device_map={"": 0})
-        model.eval()
-        model.generation_config.min_new_tokens = cfg.new_tokens  # random weights: force full-length reports
-        return model
-
-    model = load()
+    model = load_base_model(str(model_dir), device_map={"": 0})
+    model.eval()
+    model.generation_config.min_new_tokens = cfg.new_tokens  # random weights: force full-length reports
     processor = load_processor(str(model_dir))
     items = [(e, e.images) for e in entries[: cfg.gen_reports]]
     paths = {e.images[0]: image_dir / e.images[0] for e in entries}
@@ -692,21 +688,20 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                 "adapter": None,
             }
 
-            def run(model, n: int, name: str, settings=settings, identity=identity, workers=workers) -> Path:
+            def run(n: int, name: str, settings=settings, identity=identity, workers=workers) -> Path:
                 out = Path(tmp) / f"{name}-{len(results)}.jsonl"
                 generate_predictions(
                     model, processor, items[:n], paths, out, identity, settings, num_workers=workers
                 )
                 return out
 
-            reports = None
             try:
                 with timed() as warm:  # the loader's start, and any compilation (a static cache's)
-                    run(model, batch_size, "warmup")
+                    run(batch_size, "warmup")
                 torch.cuda.reset_peak_memory_stats()
                 with timed() as t, batch_timeline() as calls:
                     start = time.perf_counter()
-                    timed_out = run(model, len(items), "timed")
+                    timed_out = run(len(items), "timed")
                 timeline = timeline_summary(calls, start, time.perf_counter())
                 peak = peak_gib()
                 reports = [record["prediction"] for record in read_jsonl(timed_out)]
@@ -714,7 +709,7 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                 # the rest of a batch's generate time is decoding.
                 model.generation_config.min_new_tokens = 1
                 with timed() as first, batch_timeline() as first_calls:
-                    run(model, batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
+                    run(batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
                 model.generation_config.min_new_tokens = cfg.new_tokens
                 prefill_s = first_calls[0][1] - first_calls[0][0]
                 row = {
@@ -1229,9 +1224,24 @@ def training_specs(cfg: BenchConfig, phases: set[str]) -> dict[str, list[TrainSp
         sys.exit(f"error: {e}")
     if any(s.fp8 for s in specs.get("qlora", [])):
         sys.exit("error: --qlora_configs: fp8 computes with bf16 base weights, not 4-bit ones")
-    if any(s.fp8 for rows in specs.values() for s in rows) and (problem := float8_problem("cuda")):
+    if any(s.fp8 for rows in specs.values() for s in rows) and (
+        problem := float8_problem("cuda", flag="--train_configs fp8")
+    ):
         sys.exit(f"error: {problem}")
+    if cfg.curve_steps < 1:
+        sys.exit(f"error: --curve_steps {cfg.curve_steps}: at least 1")
     return specs
+
+
+def check_generation_specs(cfg: BenchConfig, phases: set[str]) -> None:
+    """Exits with one line on a --gen_configs entry that does not parse (before anything is built)."""
+    if "generation" not in phases:
+        return
+    try:
+        for text in cfg.gen_configs.split(","):
+            GenSpec.parse(text, cfg.gen_workers)
+    except ValueError as e:
+        sys.exit(f"error: --gen_configs: {e}")
 
 
 def main() -> None:
@@ -1246,6 +1256,7 @@ def main() -> None:
         cfg.reference_samples, cfg.gen_configs, cfg.gen_reports, cfg.reference_gen_reports = 4, "32", 64, 1
     phases = set(cfg.phases.split(","))
     train_specs = training_specs(cfg, phases)  # before anything is built: a bad one stops here
+    check_generation_specs(cfg, phases)
     shared = Path(cfg.shared_data)
     tokenizer_dir = shared / "llava-med-v1.5-mistral-7b"
     reports_csv = shared / "iu_xray" / "indiana_reports.csv"

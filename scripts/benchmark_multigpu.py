@@ -437,7 +437,7 @@ def markdown_tables(report: dict) -> str:
         peak = max(r["peak_gib_per_gpu"].values()) if r.get("peak_gib_per_gpu") else float("nan")
         eff = f"{100 * r['scaling_efficiency']:.0f}%" if "scaling_efficiency" in r else ""
         lines.append(
-            f"| {r['engine']} | {r['gpus']} | {r['micro_batch']} x {r['gradient_accumulation_steps']} | "
+            f"| {r['engine']} | {r['gpus']} | {r.get('micro_batch', '?')} x {r.get('gradient_accumulation_steps', '?')} | "
             f"{r['samples_per_s']:.2f} | {eff} | {peak:.1f} | {r['first_step_s'] or float('nan'):.0f} |"
         )
     gen = report.get("generation", [])

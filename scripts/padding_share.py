@@ -3,8 +3,9 @@
     python scripts/padding_share.py --json_file data/train_report.json --tokenizer_dir <llava-med folder>
 
 Tokenises every entry as train_lora.py does (rrg.collate: prompt with 576 tokens an image + report + `</s>`),
-groups them into micro-batches as train_lora.py does (rrg.collate.length_grouped_batches, over a few epochs
-of its shuffles), and prints padded tokens / all tokens per micro-batch size. Images are not opened: only the
+groups them into micro-batches as train_lora.py does (rrg.collate.length_grouped_batches with its --seed, over
+a few epochs of its shuffles), pads each to its longest sample rounded up to a multiple of 8 (train_lora.py's
+Collator), and prints padded positions / all positions per micro-batch size. Images are not opened: only the
 number of views counts. No GPU.
 """
 
@@ -20,6 +21,10 @@ sys.path.insert(0, str(REPO))
 from rrg.cli import exits_on_input_error  # noqa: E402
 from rrg.collate import encode_prompt, length_grouped_batches, question_of, select_images  # noqa: E402
 from rrg.entries import load_entries  # noqa: E402
+from rrg.io import InputError  # noqa: E402
+
+TRAIN_SEED = 42  # train_lora.py's --seed default (its sample order)
+PAD_TO_MULTIPLE_OF = 8  # train_lora.py's Collator
 
 
 @dataclass
@@ -30,6 +35,7 @@ class PaddingConfig:
     views: str = field(default="first", metadata={"help": "train_lora.py --views: first or all"})
     image_tokens: int = field(default=576, metadata={"help": "tokens an image (LLaVA-Med v1.5: 576)"})
     epochs: int = field(default=3, metadata={"help": "epochs of length-grouped shuffles to average over"})
+    seed: int = field(default=TRAIN_SEED, metadata={"help": "train_lora.py --seed (the sample order)"})
 
 
 def sample_lengths(entries, tokenizer, views: str, per_image: int) -> list[int]:
@@ -45,12 +51,18 @@ def sample_lengths(entries, tokenizer, views: str, per_image: int) -> list[int]:
     return lengths
 
 
-def padding_share(lengths: list[int], micro_batch: int, epochs: int, seed: int = 0) -> float:
+def padding_share(
+    lengths: list[int],
+    micro_batch: int,
+    epochs: int,
+    seed: int = TRAIN_SEED,
+    multiple: int = PAD_TO_MULTIPLE_OF,
+) -> float:
     """Padded positions / all positions of the micro-batches train_lora.py would build (one process)."""
     real = padded = 0
     for epoch in range(epochs):
         for batch in length_grouped_batches(lengths, micro_batch, 1, 0, seed=seed, epoch=epoch):
-            longest = max(lengths[i] for i in batch)
+            longest = -(-max(lengths[i] for i in batch) // multiple) * multiple
             real += sum(lengths[i] for i in batch)
             padded += longest * len(batch)
     return (padded - real) / padded
@@ -63,11 +75,17 @@ def main() -> None:
     from rrg.processor import build_tokenizer
 
     (cfg,) = HfArgumentParser(PaddingConfig).parse_args_into_dataclasses()
+    try:
+        micro_batches = [int(x) for x in cfg.micro_batches.split(",")]
+    except ValueError:
+        raise InputError(f"--micro_batches {cfg.micro_batches!r}: comma-separated integers") from None
+    if not (Path(cfg.tokenizer_dir) / "tokenizer.model").is_file():
+        raise InputError(f"--tokenizer_dir {cfg.tokenizer_dir}: no tokenizer.model there")
     entries = load_entries(cfg.json_file)
     lengths = sample_lengths(entries, build_tokenizer(Path(cfg.tokenizer_dir)), cfg.views, cfg.image_tokens)
     print(f"{cfg.json_file}: {len(lengths)} samples, {sum(lengths) / len(lengths):.1f} tokens on average")
-    for micro_batch in map(int, cfg.micro_batches.split(",")):
-        share = padding_share(lengths, micro_batch, cfg.epochs)
+    for micro_batch in micro_batches:
+        share = padding_share(lengths, micro_batch, cfg.epochs, cfg.seed)
         print(f"micro-batch {micro_batch}: padding {100 * share:.2f}% of the tokens ({cfg.epochs} epochs)")
 
 

@@ -102,3 +102,14 @@ def test_summary_prints_the_agreement():
         "agreement, ours bs 256 static 4 workers: 50.0% of 1280 reports identical to ours bs 256 dynamic "
         "4 workers, the others first differ at token 37.2 on average" in summary
     )
+
+
+def test_a_bad_generation_configuration_stops_before_anything_is_built():
+    cfg = B.BenchConfig(gen_configs="256,256+fp8")
+    B.check_generation_specs(cfg, {"lora"})  # not asked for: not checked
+    with pytest.raises(
+        SystemExit, match=r"^error: --gen_configs: unknown generation option 'fp8' in '256\+fp8'"
+    ):
+        B.check_generation_specs(cfg, {"lora", "generation"})
+    with pytest.raises(SystemExit, match="^error: --curve_steps 0: at least 1"):
+        B.training_specs(B.BenchConfig(curve_steps=0), {"lora"})

@@ -297,14 +297,19 @@ def test_train_event_missing_a_field_names_line_and_field(tmp_path):
 
 
 def _bench_row(losses, fp8=False, order="abc"):
-    return {"micro_batch": 8, "config": {"fp8": fp8}, "losses": losses, "sample_order_sha256": order}
+    config = {"micro_batch": 8, "fp8": fp8}
+    return {"micro_batch": 8, "config": config, "losses": losses, "sample_order_sha256": order}
 
 
 def test_benchmark_curves_compare_configurations_on_the_same_samples(tmp_path, monkeypatch):
     curves = _load_script("benchmark_curves")
     report = {"gpu": "Test GPU", "lora": [_bench_row([4.0, 2.0]), _bench_row([4.4, 2.0], fp8=True)]}
-    lines = curves.curves(report, "lora", "r.json")
-    assert [name for name, _ in lines] == ["micro-batch 8 (default)", "micro-batch 8, --fp8"]
+    lines, same_samples = curves.curves(report, "lora", "r.json")
+    assert [name for name, _ in lines] == ["micro-batch 8 (first)", "fp8"] and same_samples
+    eager = {"micro_batch": 8, "compile": False, "log_every": 10}
+    assert (
+        curves.label(eager, {"micro_batch": 8, "compile": True, "log_every": 1}) == "no compile, log_every 10"
+    )
     assert curves.relative_differences(lines[0][1], lines[1][1]) == pytest.approx([0.1, 0.0])
     with pytest.raises(InputError, match="r.json: the lora configurations saw different samples"):
         curves.curves({"lora": [_bench_row([1.0]), _bench_row([1.0], order="other")]}, "lora", "r.json")
