@@ -7,7 +7,7 @@ torchao is imported only when used, so the rest of the package runs without it.
 FP8 generation was tried and dropped: torchao's float8 inference (decoder linears in float8 once, per-row
 activation scales at each call), eager as generation runs, made 12.5 reports/s against 30.1 in bf16 on an
 H200 (scripts/benchmark.py, batch 256): the per-call activation quantisation adds kernels to every decode
-step, which costs more than the FP8 matmuls save. README, "Speed", lists it.
+step, which costs more than the FP8 matmuls save. README, "Performance", lists it.
 """
 
 from __future__ import annotations
