@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 
 from rrg.cli import exits_on_input_error
 from rrg.io import InputError
-from rrg.results import save_figure
+from rrg.results import relative_differences, save_figure
 
 
 @dataclass
@@ -56,10 +56,6 @@ def curves(report: dict, phase: str, source: str) -> tuple[list[tuple[str, list[
         )
     first = rows[0].get("config", {})
     return [(label(r.get("config", {}), first), r["losses"]) for r in rows], None not in orders
-
-
-def relative_differences(first: list[float], other: list[float]) -> list[float]:
-    return [abs(b - a) / abs(a) for a, b in zip(first, other)]
 
 
 def plot(lines: list[tuple[str, list[float]]], title: str):

@@ -21,6 +21,7 @@ from rrg.results import (
     load_literature,
     load_scores,
     load_train_log,
+    relative_differences,
 )
 
 PLOT_DIR = Path(__file__).resolve().parent.parent / "plot"
@@ -310,7 +311,7 @@ def test_benchmark_curves_compare_configurations_on_the_same_samples(tmp_path, m
     assert (
         curves.label(eager, {"micro_batch": 8, "compile": True, "log_every": 1}) == "no compile, log_every 10"
     )
-    assert curves.relative_differences(lines[0][1], lines[1][1]) == pytest.approx([0.1, 0.0])
+    assert relative_differences(lines[0][1], lines[1][1]) == pytest.approx([0.1, 0.0])
     with pytest.raises(InputError, match="r.json: the lora configurations saw different samples"):
         curves.curves({"lora": [_bench_row([1.0]), _bench_row([1.0], order="other")]}, "lora", "r.json")
     with pytest.raises(InputError, match="r.json: qlora holds 1 configuration"):
