@@ -84,7 +84,6 @@ from rrg.kv_cache import PreallocatedCache  # noqa: E402
 from rrg.model import load_base_model, load_processor  # noqa: E402
 from rrg.processor import build_processor, build_tokenizer, image_token_id, tokens_per_image  # noqa: E402
 from rrg.prompts import format_response, render_prompt, report_question  # noqa: E402
-from rrg.results import relative_differences  # noqa: E402
 from rrg.tiny import generation_config, llava_med_config  # noqa: E402
 
 H100_BF16_DENSE_FLOPS = 989e12  # datasheet peak (SXM); MFU is reported against it (fp8 rows' too)
@@ -920,6 +919,9 @@ def best(rows: list[dict], key: str) -> dict | None:
 def curve_difference(reference: list[float], losses: list[float], steps: int) -> dict:
     """How far a loss curve is from a reference curve over their first `steps` optimizer steps (fewer if
     either is shorter): the max and mean over steps of |loss - reference| / reference."""
+    # Imported here: rrg.results pulls in the scorers (pycocoevalcap), which a GPU box need not have.
+    from rrg.results import relative_differences
+
     relative = relative_differences(reference[:steps], losses[:steps])
     if not relative:
         raise ValueError("no optimizer steps to compare")

@@ -81,3 +81,16 @@ def test_resume_phase_passes_its_flags_to_every_launch(monkeypatch, tmp_path):
     for cmd in commands:
         assert cmd[-3:] == ["--no_compile", "--num_workers", "2"]
     assert "--stop_after_steps" in commands[1] and "--resume" in commands[2]
+
+
+def test_gpu_scripts_import_without_the_scorers():
+    """The GPU benchmarks run where pycocoevalcap is not installed: importing them must not need it."""
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['pycocoevalcap'] = None; sys.path.insert(0, 'scripts'); "
+        "import benchmark, benchmark_multigpu, train_lora"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
