@@ -336,19 +336,32 @@ def adapter_difference(a: Path, b: Path) -> dict:
         return {"same_keys": False}
     diff = max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
     scale = max(float(wa[k].float().abs().max()) for k in wa)
-    return {"same_keys": True, "max_abs_diff": diff, "max_abs_weight": scale, "tensors": len(wa)}
+    # ||a - b|| / ||a|| over all the adapter's weights together
+    squared_diff = sum(float((wa[k].float() - wb[k].float()).square().sum()) for k in wa)
+    squared_norm = sum(float(wa[k].float().square().sum()) for k in wa)
+    return {
+        "same_keys": True,
+        "max_abs_diff": diff,
+        "max_abs_weight": scale,
+        "relative_l2": (squared_diff / squared_norm) ** 0.5 if squared_norm else float("nan"),
+        "tensors": len(wa),
+    }
 
 
 def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n: int) -> dict:
-    """Stopped halfway and resumed vs uninterrupted, DDP on n GPUs, validation every half."""
+    """Stopped halfway and resumed vs uninterrupted, DDP on n GPUs, validation every half; then the same
+    uninterrupted run again, whose adapter's difference from the first is the floor under the resumed
+    one's (two launches of one configuration are not bit-identical on GPUs)."""
     half = cfg.steps // 2
     val = ["--val_json", str(paths["val"]), "--eval_steps", str(half), "--save_steps", str(half)]
     result: dict = {"gpus": n, "steps": cfg.steps, "stopped_after": half, "flags": cfg.resume_flags}
-    full, parts = workdir / "runs" / f"resume-full-{n}", workdir / "runs" / f"resume-parts-{n}"
+    runs_dir = workdir / "runs"
+    full, parts, again = (runs_dir / f"resume-{name}-{n}" for name in ("full", "parts", "again"))
     runs = {
         "uninterrupted": (full, ["--overwrite"]),
         "first_half": (parts, ["--overwrite", "--stop_after_steps", str(half)]),
         "resumed": (parts, ["--resume"]),
+        "uninterrupted_again": (again, ["--overwrite"]),
     }
     for name, (out, extra) in runs.items():
         args = train_args(paths, out, cfg, n, *val, *extra, *cfg.resume_flags.split())
@@ -366,6 +379,7 @@ def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n
         result[name]["output_files"] = files
     result["final_adapter"] = adapter_difference(full / "final", parts / "final")
     result["best_adapter"] = adapter_difference(full / "best", parts / "best")
+    result["noise_floor_final_adapter"] = adapter_difference(full / "final", again / "final")
     return result
 
 

@@ -83,6 +83,19 @@ def test_resume_phase_passes_its_flags_to_every_launch(monkeypatch, tmp_path):
     assert "--stop_after_steps" in commands[1] and "--resume" in commands[2]
 
 
+def test_adapter_difference_reports_the_relative_change(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    for name, scale in (("a", 1.0), ("b", 1.1)):
+        (tmp_path / name).mkdir()
+        weights = {"x": torch.full((2, 2), 3.0 * scale), "y": torch.full((2,), 4.0 * scale)}
+        save_file(weights, tmp_path / name / "adapter_model.safetensors")
+    found = B.adapter_difference(tmp_path / "a", tmp_path / "b")
+    assert found["relative_l2"] == pytest.approx(0.1) and found["max_abs_diff"] == pytest.approx(0.4)
+    assert found["tensors"] == 2 and found["max_abs_weight"] == 4.0
+
+
 def test_gpu_scripts_import_without_the_scorers():
     """The GPU benchmarks run where pycocoevalcap is not installed: importing them must not need it."""
     import subprocess
