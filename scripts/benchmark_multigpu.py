@@ -479,6 +479,15 @@ def markdown_tables(report: dict) -> str:
                     else ["not run", ""]
                 )
             lines.append(f"| {n} GPU{'s' if n > 1 else ''} | " + " | ".join(cells) + " |")
+    resume = report.get("resume", {})
+    if "noise_floor_final_adapter" in resume:
+        resumed, floor = resume["final_adapter"], resume["noise_floor_final_adapter"]
+        lines += [
+            "",
+            f"Resume on {resume['gpus']} GPUs (stopped after {resume['stopped_after']} of {resume['steps']} steps): "
+            f"final adapter {resumed['relative_l2']:.2e} from the uninterrupted run's (relative L2), "
+            f"a second uninterrupted launch {floor['relative_l2']:.2e}.",
+        ]
     return "\n".join(lines)
 
 

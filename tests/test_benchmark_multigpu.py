@@ -60,7 +60,11 @@ def test_commands_are_what_a_user_types():
 
 def test_committed_results_render():
     table = B.markdown_tables(json.loads((REPO / "results" / "benchmark-h200x4.json").read_text()))
-    assert "| ddp | 4 | 8 x 2 | 87.84 | 92% |" in table and "| 4 GPUs | not run |" in table
+    assert "| ddp | 4 | 8 x 2 | 87.84 | 92% |" in table and "| 4 GPUs | 140.8 | 97% |" in table
+    assert (
+        "final adapter 1.02e-03 from the uninterrupted run's (relative L2), a second uninterrupted launch 1.02e-03"
+        in table
+    )
     table = B.markdown_tables(json.loads((REPO / "results" / "benchmark-h200x2.json").read_text()))
     assert "| ddp, QLoRA | 2 | 8 x 4 | 26.34 |  | 14.2 |" in table  # the QLoRA launch's own row
     assert "| 2 GPUs | 72.1 | 99% |" in table
