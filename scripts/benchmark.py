@@ -65,7 +65,7 @@ import pandas as pd
 import torch
 from accelerate.utils import set_seed
 from PIL import Image
-from transformers import DynamicCache, HfArgumentParser, LlavaForConditionalGeneration
+from transformers import CompileConfig, DynamicCache, HfArgumentParser, LlavaForConditionalGeneration
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # train_lora.py (the recipe) lives at the top level, not in rrg/
@@ -599,12 +599,19 @@ class GenSpec:
     batch_size: int
     cache: str | None = None  # GenerationSettings.cache_implementation (None: rrg.kv_cache)
     workers: int = EvalConfig.num_workers  # loader workers
+    # With the static cache: the torch.compile backend of generate's decode step (None: transformers'
+    # default, inductor with CUDA graphs). "cudagraphs" captures CUDA graphs of the eager kernels,
+    # without inductor's code generation: the speed issue's "graphs without the per-shape compile".
+    compile_backend: str | None = None
 
     @classmethod
     def parse(cls, text: str, workers: int = EvalConfig.num_workers) -> GenSpec:
         head, *options = text.strip().split("+")
         size, *cache = head.split(":")
-        spec = cls(batch_size=int(size), cache=cache[0] if cache else None, workers=workers)
+        cache_name, _, backend = cache[0].partition("@") if cache else (None, "", "")
+        if backend and cache_name != "static":
+            raise ValueError(f"a compile backend (@{backend}) needs the static cache, in {text!r}")
+        spec = cls(int(size), cache_name, workers, backend or None)
         for option in options:
             if option.startswith("workers="):
                 spec.workers = int(option.split("=", 1)[1])
@@ -659,6 +666,16 @@ def with_agreement(rows: list[dict], texts: list[list[str] | None], tokenize) ->
         }
 
 
+def decode_compile_config(backend: str | None) -> CompileConfig:
+    """generate()'s compilation of static-cache decode steps: transformers' default, or another backend.
+
+    Backends other than inductor take no mode; shapes are static (one graph per batch shape, as the
+    default compiles them)."""
+    if backend is None or backend == "inductor":
+        return CompileConfig()
+    return CompileConfig(backend=backend, mode="default", dynamic=False)
+
+
 def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) -> list[dict]:
     """The eval scripts' path: rrg.generate.generate_predictions (DataLoader workers preprocess the next
     batch while this one generates; each report appended to a JSONL). The texts of each configuration are
@@ -681,6 +698,7 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                 batch_size=batch_size,
                 cache_implementation=spec.cache,
             )
+            model.generation_config.compile_config = decode_compile_config(spec.compile_backend)
             identity = {
                 "image_control": "none",
                 "generation": asdict(settings),
@@ -732,6 +750,8 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
                 reports = None
                 free_gpu()
             row["cache"] = settings.cache_implementation or "dynamic"
+            if spec.compile_backend:
+                row["cache"] += f"@{spec.compile_backend}"
             results.append(row)
             texts.append(reports)
             with_agreement(results, texts, lambda t: processor.tokenizer.encode(t, add_special_tokens=False))

@@ -27,6 +27,39 @@ def test_generation_configs_parse_cache_and_workers():
     assert spec == B.GenSpec(batch_size=320, cache="static", workers=8)
     with pytest.raises(ValueError, match="unknown generation option 'fp8'"):
         B.GenSpec.parse("256+fp8")  # tried and dropped (rrg/float8.py says why)
+    spec = B.GenSpec.parse("256:static@cudagraphs")
+    assert (spec.cache, spec.compile_backend) == ("static", "cudagraphs")
+    with pytest.raises(ValueError, match="needs the static cache"):
+        B.GenSpec.parse("256:dynamic@cudagraphs")
+
+
+def test_decode_steps_under_the_cudagraphs_backend_generate_the_eager_tokens(tiny_model_dir, xray_paths):
+    """The static cache's decode step compiled with another backend (on CPU dynamo traces it and the backend
+    runs its eager kernels: CUDA graphs are GPU-only) yields the tokens of the same cache run eagerly."""
+    import torch
+    import torch._dynamo as dynamo
+    from PIL import Image
+    from transformers import LlavaForConditionalGeneration
+
+    from rrg.generate import encode_batch
+    from rrg.processor import load_processor
+
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    views = [[Image.open(p).convert("RGB")] for p in xray_paths[:2]]
+    questions = ["Describe.", "Write the full report."]
+    inputs = encode_batch(load_processor(tiny_model_dir), questions, views, per_image=16)
+    kwargs = {"max_new_tokens": 6, "min_new_tokens": 6, "do_sample": False, "cache_implementation": "static"}
+    config = B.decode_compile_config("cudagraphs")
+    assert (config.backend, config.mode, config.dynamic) == ("cudagraphs", "default", False)
+    config._compile_all_devices = True  # transformers compiles on GPUs only, unless told
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    with torch.no_grad():
+        eager = model.generate(**inputs, **kwargs, disable_compile=True)
+        compiled = model.generate(**inputs, **kwargs, compile_config=config)
+    assert dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the decode step was compiled
+    assert torch.equal(eager, compiled)
+    assert B.decode_compile_config(None).backend == "inductor"
 
 
 def test_first_difference_is_the_first_differing_token():
