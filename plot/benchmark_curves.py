@@ -19,8 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from rrg.cli import exits_on_input_error
+from rrg.curves import relative_differences
 from rrg.io import InputError
-from rrg.results import relative_differences, save_figure
+from rrg.results import save_figure
 
 
 @dataclass

@@ -318,11 +318,6 @@ def load_literature(path: str | os.PathLike = DEFAULT_LITERATURE) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def relative_differences(reference: list[float], values: list[float]) -> list[float]:
-    """|value - reference| / |reference| step by step, over the shorter of the two (loss curves compared)."""
-    return [abs(v - r) / abs(r) for r, v in zip(reference, values)]
-
-
 def format_value(value: float | None, digits: int = 3) -> str:
     """0.16512 -> '0.165'; missing or NaN -> '–' (a dash, so empty cells read as 'not reported')."""
     if value is None or not _is_number(value) or not math.isfinite(value):

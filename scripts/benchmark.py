@@ -75,6 +75,7 @@ import train_lora  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.attention import ATTENTION  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
+from rrg.curves import relative_differences  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
 from rrg.evaluate import EvalConfig  # noqa: E402
 from rrg.float8 import float8_problem  # noqa: E402
@@ -939,9 +940,6 @@ def best(rows: list[dict], key: str) -> dict | None:
 def curve_difference(reference: list[float], losses: list[float], steps: int) -> dict:
     """How far a loss curve is from a reference curve over their first `steps` optimizer steps (fewer if
     either is shorter): the max and mean over steps of |loss - reference| / reference."""
-    # Imported here: rrg.results pulls in the scorers (pycocoevalcap), which a GPU box need not have.
-    from rrg.results import relative_differences
-
     relative = relative_differences(reference[:steps], losses[:steps])
     if not relative:
         raise ValueError("no optimizer steps to compare")

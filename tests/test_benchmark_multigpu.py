@@ -106,7 +106,8 @@ def test_gpu_scripts_import_without_the_scorers():
 
     code = (
         "import sys; sys.modules['pycocoevalcap'] = None; sys.path.insert(0, 'scripts'); "
-        "import benchmark, benchmark_multigpu, train_lora"
+        "import benchmark, benchmark_multigpu, train_lora; "
+        "assert abs(benchmark.curve_difference([2.0, 4.0], [2.2, 4.0], 2)['max_rel_diff'] - 0.1) < 1e-9"
     )
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from rrg.curves import relative_differences
 from rrg.io import InputError
 from rrg.results import (
     R2GEN_SPLIT,
@@ -21,7 +22,6 @@ from rrg.results import (
     load_literature,
     load_scores,
     load_train_log,
-    relative_differences,
 )
 
 PLOT_DIR = Path(__file__).resolve().parent.parent / "plot"
