@@ -56,6 +56,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -677,10 +678,13 @@ def decode_compile_config(backend: str | None) -> CompileConfig:
     return CompileConfig(backend=backend, mode="default", dynamic=False)
 
 
-def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) -> list[dict]:
+def our_generation(
+    model_dir: Path, entries, image_dir: Path, cfg: BenchConfig, on_row: Callable[[list[dict]], None]
+) -> list[dict]:
     """The eval scripts' path: rrg.generate.generate_predictions (DataLoader workers preprocess the next
     batch while this one generates; each report appended to a JSONL). The texts of each configuration are
-    kept to compare with the first configuration of the same batch size (`agreement`)."""
+    kept to compare with the first configuration of the same batch size (`agreement`). `on_row` gets the
+    rows so far after each configuration (the report is written at once: a later kill loses nothing)."""
 
     model = load_base_model(str(model_dir), device_map={"": 0})
     model.eval()
@@ -756,6 +760,7 @@ def our_generation(model_dir: Path, entries, image_dir: Path, cfg: BenchConfig) 
             results.append(row)
             texts.append(reports)
             with_agreement(results, texts, lambda t: processor.tokenizer.encode(t, add_special_tokens=False))
+            on_row(results)
             print("generation:", json.dumps(row), flush=True)
     return results
 
@@ -1346,7 +1351,10 @@ def main() -> None:
             keep(phase, rows)
     if "generation" in phases:
         keep("eval_loader", eval_loader_timings(entries, image_dir, processor.image_processor, cfg))
-        keep("generation", our_generation(model_dir, entries, image_dir, cfg))
+        keep(
+            "generation",
+            our_generation(model_dir, entries, image_dir, cfg, lambda rows: keep("generation", rows)),
+        )
         free_gpu()
     if "gen_diagnose" in phases:
         keep("gen_diagnose", diagnose_generation(model_dir, entries, image_dir, reports_csv, cfg))
