@@ -19,7 +19,7 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
-     100-token reports over --gen_configs (batch size[:KV cache][+workers=N]); each configuration
+     100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N]); each configuration
      after the first of its batch size is compared with that first one: the share of identical reports
      and where the others first differ (`agreement`; e.g. "256,256:static": the static cache against ours).
 Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
@@ -113,7 +113,8 @@ class BenchConfig:
         },
     )
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
-    # batch size[:KV cache implementation][+workers=N (loader workers)], e.g. "256,256:static,320+workers=8"
+    # batch size[:KV cache implementation[@torch.compile backend of its decode step]][+workers=N (loader
+    # workers)], e.g. "256,256:static,256:static@cudagraphs,320+workers=8"
     gen_configs: str = "256,320"
     gen_workers: int = EvalConfig.num_workers  # loader workers where gen_configs names none: eval's default
     loader_workers: str = "4,8"  # worker counts for which the eval loader alone is timed
@@ -1154,6 +1155,11 @@ def agreement_text(a: dict) -> str:
     return f"{a['identical_share']:.1%} of {a['reports']} reports identical to {a['with']}{where}"
 
 
+def run_tag(row: dict) -> str:
+    """' (run 10)' for a row of a results file that gathers several invocations (its note says which)."""
+    return f" ({row['run']})" if "run" in row else ""
+
+
 def markdown_table(report: dict) -> str:
     """The README's performance table, from a results JSON (a run without the reference phase: no
     reference row, no ratios)."""
@@ -1171,7 +1177,7 @@ def markdown_table(report: dict) -> str:
         for r in report.get(key, []):
             if "error" in r:
                 continue
-            name = f"ours {train_flags(r, key == 'qlora')}"
+            name = f"ours {train_flags(r, key == 'qlora')}{run_tag(r)}"
             ratio = f"{r['samples_per_s'] / ref['samples_per_s']:.2f}x" if ref else ""
             rows.append(
                 f"| {name} | {r['samples_per_s']:.2f} | {r['real_tokens_per_s']:.0f} | {r['peak_gib']:.1f} | "
@@ -1189,7 +1195,7 @@ def markdown_table(report: dict) -> str:
         if "error" not in r:
             ratio = f"{r['reports_per_s'] / gen_ref:.0f}x" if gen_ref else ""
             rows.append(
-                f"| ours, {gen_flags(r)} | {r['reports_per_s']:.2f} | {r['peak_gib']:.1f} | {ratio} |"
+                f"| ours, {gen_flags(r)}{run_tag(r)} | {r['reports_per_s']:.2f} | {r['peak_gib']:.1f} | {ratio} |"
             )
     compared = [r for r in report.get("generation", []) if "agreement" in r]
     if compared:
@@ -1217,7 +1223,8 @@ def markdown_table(report: dict) -> str:
     if curves:
         rows += [
             "",
-            "| loss curve against the first training row (train_lora.py flags) | steps | max rel. difference | mean rel. difference |",
+            "| loss curve against the first training row of its phase and run (train_lora.py flags) | steps "
+            "| max rel. difference | mean rel. difference |",
             "|---|---:|---:|---:|",
         ]
         for key in ("lora", "qlora"):
@@ -1225,7 +1232,7 @@ def markdown_table(report: dict) -> str:
                 c = r.get("curve_vs_first", {})
                 if "max_rel_diff" in c:
                     rows.append(
-                        f"| ours {train_flags(r, key == 'qlora')} | {c['steps']} | {c['max_rel_diff']:.2%} | "
+                        f"| ours {train_flags(r, key == 'qlora')}{run_tag(r)} | {c['steps']} | {c['max_rel_diff']:.2%} | "
                         f"{c['mean_rel_diff']:.2%} |"
                     )
     projection = experiment_projection(report)

@@ -106,7 +106,8 @@ def test_each_configuration_is_compared_with_the_first_of_its_batch_size():
 
 def static_report() -> dict:
     report = json.loads((REPO / "results" / "benchmark-h100.json").read_text())
-    dynamic = report["generation"][0]
+    dynamic = next(r for r in report["generation"] if r.get("run") == "run 7" and r["batch_size"] == 256)
+    dynamic = {k: v for k, v in dynamic.items() if k != "run"}
     static = {**dynamic, "cache": "static", "reports_per_s": 40.0, "peak_gib": 48.0}
     static["agreement"] = {"with": B.gen_label(dynamic), "with_row": 0, "reports": 1280, "identical": 640,
                            "identical_share": 0.5, "mean_first_difference_token": 37.25,
@@ -121,11 +122,21 @@ def test_markdown_shows_each_row_and_its_agreement():
     assert "| `--batch_size 256`, static KV cache vs `--batch_size 256` | 1280 | 50.0% | 37.2 |" in table
 
 
-def test_markdown_of_results_without_agreement_is_unchanged():
-    """The README's table from the committed results: no agreement table."""
+def test_markdown_of_the_committed_results_tags_each_row_with_its_run():
+    """The README's tables from the committed results, which gather several invocations."""
     table = B.markdown_table(json.loads((REPO / "results" / "benchmark-h100.json").read_text()))
-    assert "| ours, `--batch_size 256` | 31.05 | 55.5 | 112x |" in table
-    assert "identical" not in table
+    assert "| ours, `--batch_size 256` (run 7) | 31.05 | 55.5 | 112x |" in table
+    assert "| ours `--batch_size 8 --fp8` (run 10) | 25.90 |" in table
+    assert (
+        "| `--batch_size 256`, static@cudagraphs KV cache vs `--batch_size 256` | 768 | 0.0% | 7.9 |" in table
+    )
+    assert "| ours `--batch_size 8 --fp8` (run 10) | 22 | 22.59% | 7.03% |" in table
+
+
+def test_markdown_without_agreement_has_no_agreement_table():
+    report = static_report()
+    report["generation"] = report["generation"][:1]
+    assert "identical" not in B.markdown_table(report)
 
 
 def test_summary_prints_the_agreement():
