@@ -8,11 +8,18 @@ FP8 generation was tried and dropped: torchao's float8 inference (decoder linear
 activation scales at each call), eager as generation runs, made 12.5 reports/s against 30.1 in bf16 on an
 H200 (scripts/benchmark.py, batch 256): the per-call activation quantisation adds kernels to every decode
 step, which costs more than the FP8 matmuls save. README, "Performance", lists it.
+
+What is left of it, as an experiment of scripts/benchmark.py (`--gen_configs 256+fp8prompt`), not an eval
+flag until it is measured: `float8_prompt_pass`, FP8 for the prompt pass alone (576 image tokens a report,
+near the bf16 matmul peak: ~5 of a batch's ~8 s), decode steps in bf16 as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+from collections.abc import Iterator
 
 import torch
 
@@ -122,3 +129,72 @@ def convert_frozen_base_linears(model, emulate: bool = False) -> int:
         )
     convert_to_float8_training(model, module_filter_fn=lambda module, _: id(module) in targets, config=config)
     return len(targets)
+
+
+# --------------------------------------------------------------------------- generation: the prompt pass
+
+
+def decoder_linears(model) -> dict[str, torch.nn.Linear]:
+    """The plain bf16 linears of the language model's decoder layers (q/k/v/o/gate/up/down_proj), by name:
+    exactly `nn.Linear`, both dimensions multiples of 16. lm_head, CLIP and the projector are not in the
+    decoder layers. A model with unmerged LoRA layers is refused (their rank-64 A/B would be found)."""
+    if hasattr(model, "peft_config"):
+        raise InputError("the FP8 prompt pass needs a merged model (merge_and_unload), not a PeftModel")
+    chosen: set[int] = set()
+    for layer in model.get_decoder().layers:
+        for module in layer.modules():
+            if (
+                type(module) is torch.nn.Linear
+                and module.in_features % ALIGNMENT == 0
+                and module.out_features % ALIGNMENT == 0
+            ):
+                chosen.add(id(module))
+    return {name: module for name, module in model.named_modules() if id(module) in chosen}
+
+
+@functools.cache  # one class: torchao is imported only when the prompt pass is asked for
+def _prompt_pass_class():
+    """A torchao Float8Linear (the rowwise recipe's forward) that keeps single-position inputs, decode
+    steps, in bf16: the same weight tensor serves both, so nothing is copied."""
+    from torchao.float8.float8_linear import Float8Linear
+
+    class PromptPassFloat8Linear(Float8Linear):
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            if input.dim() >= 2 and input.shape[-2] == 1:  # one new position per sequence: a decode step
+                return torch.nn.functional.linear(input, self.weight, self.bias)
+            return super().forward(input)
+
+    return PromptPassFloat8Linear
+
+
+def _swap(model, name: str, module: torch.nn.Module) -> None:
+    parent_name, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attribute, module)
+
+
+@contextlib.contextmanager
+def float8_prompt_pass(model, emulate: bool = False) -> Iterator[int]:
+    """Inside: the decoder linears (see decoder_linears) run prompt passes in FP8 (rowwise scales: one per
+    token and per output channel) and decode steps in bf16; yields how many were swapped. On exit the
+    original `nn.Linear`s are back, with their weights untouched.
+
+    `emulate`: torchao's emulation, for tests (see float8_problem). A one-line InputError when torchao is
+    missing or the GPU has no FP8.
+    """
+    problem = float8_problem(next(model.parameters()).device, emulate, flag="the FP8 prompt pass")
+    if problem:
+        raise InputError(problem)
+    from torchao.float8 import Float8LinearConfig
+
+    config = Float8LinearConfig.from_recipe_name("rowwise")
+    if emulate:
+        config = dataclasses.replace(config, emulate=True)
+    originals = decoder_linears(model)
+    cls = _prompt_pass_class()
+    try:
+        for name, linear in originals.items():
+            _swap(model, name, cls.from_float(linear, config=config))
+        yield len(originals)
+    finally:
+        for name, linear in originals.items():
+            _swap(model, name, linear)

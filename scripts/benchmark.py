@@ -19,8 +19,8 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
-     100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N]); each configuration
-     after the first of its batch size is compared with that first one: the share of identical reports
+     100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N][+fp8prompt]);
+     each configuration after the first of its batch size is compared with that first one: the share of identical reports
      and where the others first differ (`agreement`; e.g. "256,256:static": the static cache against ours).
 Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
 gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache and padding).
@@ -57,7 +57,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -79,7 +79,7 @@ from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_
 from rrg.curves import relative_differences  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
 from rrg.evaluate import EvalConfig  # noqa: E402
-from rrg.float8 import float8_problem  # noqa: E402
+from rrg.float8 import float8_problem, float8_prompt_pass  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
 from rrg.io import atomic_write_json, read_jsonl  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
@@ -114,7 +114,7 @@ class BenchConfig:
     )
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
     # batch size[:KV cache implementation[@torch.compile backend of its decode step]][+workers=N (loader
-    # workers)], e.g. "256,256:static,256:static@cudagraphs,320+workers=8"
+    # workers)][+fp8prompt (the prompt pass in FP8)], e.g. "256,256:static,256:static@cudagraphs,256+fp8prompt"
     gen_configs: str = "256,320"
     gen_workers: int = EvalConfig.num_workers  # loader workers where gen_configs names none: eval's default
     loader_workers: str = "4,8"  # worker counts for which the eval loader alone is timed
@@ -606,6 +606,8 @@ class GenSpec:
     # default, inductor with CUDA graphs). "cudagraphs" captures CUDA graphs of the eager kernels,
     # without inductor's code generation: the speed issue's "graphs without the per-shape compile".
     compile_backend: str | None = None
+    # rrg.float8.float8_prompt_pass: the prompt pass in FP8, decode steps in bf16 ("+fp8prompt")
+    fp8_prompt: bool = False
 
     @classmethod
     def parse(cls, text: str, workers: int = EvalConfig.num_workers) -> GenSpec:
@@ -618,8 +620,10 @@ class GenSpec:
         for option in options:
             if option.startswith("workers="):
                 spec.workers = int(option.split("=", 1)[1])
+            elif option == "fp8prompt":
+                spec.fp8_prompt = True
             else:
-                raise ValueError(f"unknown generation option {option!r} in {text!r} (workers=N)")
+                raise ValueError(f"unknown generation option {option!r} in {text!r} (workers=N, fp8prompt)")
         return spec
 
 
@@ -712,11 +716,15 @@ def our_generation(
                 "adapter": None,
             }
 
-            def run(n: int, name: str, settings=settings, identity=identity, workers=workers) -> Path:
+            def run(
+                n: int, name: str, settings=settings, identity=identity, workers=workers, spec=spec
+            ) -> Path:
                 out = Path(tmp) / f"{name}-{len(results)}.jsonl"
-                generate_predictions(
-                    model, processor, items[:n], paths, out, identity, settings, num_workers=workers
-                )
+                fp8 = float8_prompt_pass(model) if spec.fp8_prompt else nullcontext()
+                with fp8:
+                    generate_predictions(
+                        model, processor, items[:n], paths, out, identity, settings, num_workers=workers
+                    )
                 return out
 
             try:
@@ -758,6 +766,8 @@ def our_generation(
             row["cache"] = settings.cache_implementation or "dynamic"
             if spec.compile_backend:
                 row["cache"] += f"@{spec.compile_backend}"
+            if spec.fp8_prompt:
+                row["fp8_prompt"] = True
             results.append(row)
             texts.append(reports)
             with_agreement(results, texts, lambda t: processor.tokenizer.encode(t, add_special_tokens=False))
@@ -1138,6 +1148,8 @@ def summary_table(report: dict) -> str:
 
 def gen_label(row: dict) -> str:
     label = f"ours bs {row['batch_size']} {row.get('cache', '')}"
+    if row.get("fp8_prompt"):
+        label += " fp8 prompt"
     if "workers" in row:  # rows of earlier runs did not record them
         label += f" {row['workers']} workers"
     return label
@@ -1146,7 +1158,8 @@ def gen_label(row: dict) -> str:
 def gen_flags(row: dict) -> str:
     """The eval flags of a measured generation configuration, as the Markdown table shows them."""
     flags = f"`--batch_size {row['batch_size']}`"
-    return flags + ("" if row["cache"] == "dynamic" else f", {row['cache']} KV cache")
+    flags += "" if row["cache"] == "dynamic" else f", {row['cache']} KV cache"
+    return flags + (", FP8 prompt pass (benchmark only)" if row.get("fp8_prompt") else "")
 
 
 def agreement_text(a: dict) -> str:
@@ -1270,10 +1283,13 @@ def check_generation_specs(cfg: BenchConfig, phases: set[str]) -> None:
     if "generation" not in phases:
         return
     try:
-        for text in cfg.gen_configs.split(","):
-            GenSpec.parse(text, cfg.gen_workers)
+        specs = [GenSpec.parse(text, cfg.gen_workers) for text in cfg.gen_configs.split(",")]
     except ValueError as e:
         sys.exit(f"error: --gen_configs: {e}")
+    if any(s.fp8_prompt for s in specs) and (
+        problem := float8_problem("cuda", flag="--gen_configs fp8prompt")
+    ):
+        sys.exit(f"error: {problem}")
 
 
 def main() -> None:

@@ -31,6 +31,11 @@ def test_generation_configs_parse_cache_and_workers():
     assert (spec.cache, spec.compile_backend) == ("static", "cudagraphs")
     with pytest.raises(ValueError, match="needs the static cache"):
         B.GenSpec.parse("256:dynamic@cudagraphs")
+    spec = B.GenSpec.parse("256+fp8prompt+workers=2")
+    assert spec.fp8_prompt and spec.workers == 2 and spec.cache is None
+    row = {"batch_size": 256, "cache": "dynamic", "fp8_prompt": True}
+    assert B.gen_flags(row) == "`--batch_size 256`, FP8 prompt pass (benchmark only)"
+    assert B.gen_label(row) == "ours bs 256 dynamic fp8 prompt"
 
 
 def test_decode_steps_under_the_cudagraphs_backend_generate_the_eager_tokens(tiny_model_dir, xray_paths):
@@ -157,3 +162,10 @@ def test_a_bad_generation_configuration_stops_before_anything_is_built():
         B.check_generation_specs(cfg, {"lora", "generation"})
     with pytest.raises(SystemExit, match="^error: --curve_steps 0: at least 1"):
         B.training_specs(B.BenchConfig(curve_steps=0), {"lora"})
+
+
+def test_an_fp8_prompt_pass_without_an_fp8_gpu_stops_before_anything_is_built():
+    """This box has no GPU: the FP8 prompt pass is refused up front, with one line naming the option."""
+    with pytest.raises(SystemExit, match=r"^error: --gen_configs fp8prompt needs"):
+        B.check_generation_specs(B.BenchConfig(gen_configs="256,256+fp8prompt"), {"generation"})
+    B.check_generation_specs(B.BenchConfig(gen_configs="256"), {"generation"})  # none asked for: no check

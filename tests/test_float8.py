@@ -209,3 +209,89 @@ def test_resume_refuses_another_fp8_setting(tiny_model_dir, tmp_path, capsys, em
     assert "fp8" not in json.loads((out / "train_config.json").read_text())["fingerprint"]["settings"]
     train("--fp8", "--resume")
     assert "fp8 None -> True" in error_line(capsys)
+
+
+# --------------------------------------------------------------------------- the FP8 prompt pass (generation)
+
+
+@pytest.fixture(scope="module")
+def generation_model(tiny_model_dir):
+    from transformers import LlavaForConditionalGeneration
+
+    return LlavaForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny_model_dir, xray_paths):
+    from PIL import Image
+
+    from rrg.generate import encode_batch
+
+    views = [[Image.open(p).convert("RGB")] for p in xray_paths[:2]]
+    questions = ["Describe.", "Write the full report."]
+    inputs = encode_batch(load_processor(tiny_model_dir), questions, views, per_image=PER_IMAGE)
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    return inputs
+
+
+@needs_torchao
+def test_prompt_pass_swaps_the_decoder_linears_and_puts_them_back(generation_model):
+    model = generation_model
+    before = dict(model.named_modules())
+    layers = model.config.get_text_config().num_hidden_layers
+    prefix = "model.language_model.layers"
+    assert set(F8.decoder_linears(model)) == {f"{prefix}.{i}.{p}" for i in range(layers) for p in PROJECTIONS}
+    with F8.float8_prompt_pass(model, emulate=True) as swapped:
+        assert swapped == 7 * layers
+        inside = dict(model.named_modules())
+        assert type(inside[f"{prefix}.0.self_attn.q_proj"]).__name__ == "PromptPassFloat8Linear"
+        assert inside[f"{prefix}.0.self_attn.q_proj"].weight is before[f"{prefix}.0.self_attn.q_proj"].weight
+        assert type(inside["lm_head"]) is torch.nn.Linear  # lm_head, CLIP and the projector stay bf16
+        assert type(inside["model.multi_modal_projector.linear_1"]) is torch.nn.Linear
+    after = dict(model.named_modules())
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+
+
+@needs_torchao
+def test_prompt_pass_is_fp8_and_decode_steps_stay_bf16(generation_model):
+    linear = F8.decoder_linears(generation_model)["model.language_model.layers.0.mlp.up_proj"]
+    torch.manual_seed(0)
+    prompt, step = torch.randn(2, 5, linear.in_features), torch.randn(2, 1, linear.in_features)
+    prompt, step = prompt.to(torch.bfloat16), step.to(torch.bfloat16)
+    with torch.no_grad():
+        plain_prompt, plain_step = linear(prompt), linear(step)
+        with F8.float8_prompt_pass(generation_model, emulate=True):
+            swapped = generation_model.get_submodule("model.language_model.layers.0.mlp.up_proj")
+            fp8_prompt, fp8_step = swapped(prompt), swapped(step)
+    assert torch.equal(fp8_step, plain_step)  # decode steps: the bf16 matmul, bit for bit
+    assert not torch.equal(fp8_prompt, plain_prompt)  # the prompt pass rounds its operands to e4m3
+    error = (fp8_prompt.float() - plain_prompt.float()).norm() / plain_prompt.float().norm()
+    assert 0 < float(error) < 0.1
+
+
+@needs_torchao
+def test_generation_with_the_fp8_prompt_pass_stays_close_to_bf16(generation_model, prompts):
+    """The first new token's logits come from the prompt pass alone: FP8's there; the greedy run goes on, and
+    the model generates exactly as before once the linears are back."""
+    kwargs = {"max_new_tokens": 4, "min_new_tokens": 4, "do_sample": False}
+    kwargs |= {"output_logits": True, "return_dict_in_generate": True}
+    with torch.no_grad():
+        plain = generation_model.generate(**prompts, **kwargs)
+        with F8.float8_prompt_pass(generation_model, emulate=True):
+            fp8 = generation_model.generate(**prompts, **kwargs)
+        again = generation_model.generate(**prompts, **kwargs)
+    first_plain, first_fp8 = plain.logits[0].float(), fp8.logits[0].float()  # raw: min_new_tokens masks EOS
+    error = float((first_fp8 - first_plain).norm() / first_plain.norm())
+    assert 0 < error < 0.1
+    assert fp8.sequences.shape == plain.sequences.shape
+    assert torch.equal(again.sequences, plain.sequences)
+
+
+@needs_torchao
+def test_prompt_pass_refuses_an_unmerged_adapter_and_a_gpu_without_fp8(tiny_model_dir, monkeypatch):
+    model = lora_model(tiny_model_dir, dtype="bfloat16")
+    with pytest.raises(InputError, match="merged model"), F8.float8_prompt_pass(model, emulate=True):
+        pass
+    monkeypatch.setattr(F8, "float8_problem", lambda *a, **k: "the FP8 prompt pass needs a CUDA GPU")
+    with pytest.raises(InputError, match="needs a CUDA GPU"), F8.float8_prompt_pass(model):
+        pass
