@@ -162,7 +162,9 @@ def _prompt_pass_class():
         def forward(self, input: torch.Tensor) -> torch.Tensor:
             if input.dim() >= 2 and input.shape[-2] == 1:  # one new position per sequence: a decode step
                 return torch.nn.functional.linear(input, self.weight, self.bias)
-            return super().forward(input)
+            # torchao's eager rowwise cast takes 2-D operands: [batch, positions, features] as rows
+            rows = super().forward(input.reshape(-1, input.shape[-1]))
+            return rows.reshape(*input.shape[:-1], rows.shape[-1])
 
     return PromptPassFloat8Linear
 
