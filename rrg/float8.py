@@ -17,8 +17,8 @@ near the bf16 matmul peak: ~5 of a batch's ~8 s), decode steps in bf16 as before
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
-import functools
 from collections.abc import Iterator
 
 import torch
@@ -152,21 +152,25 @@ def decoder_linears(model) -> dict[str, torch.nn.Linear]:
     return {name: module for name, module in model.named_modules() if id(module) in chosen}
 
 
-@functools.cache  # one class: torchao is imported only when the prompt pass is asked for
-def _prompt_pass_class():
-    """A torchao Float8Linear (the rowwise recipe's forward) that keeps single-position inputs, decode
-    steps, in bf16: the same weight tensor serves both, so nothing is copied."""
-    from torchao.float8.float8_linear import Float8Linear
+class PromptPassFloat8(torch.nn.Module):
+    """A decoder linear for generation: inputs of several positions per sequence (the prompt pass) go
+    through `fp8`, an FP8 copy of the weight quantised by torchao's float8 inference; single-position
+    inputs (decode steps) through the untouched bf16 `linear`."""
 
-    class PromptPassFloat8Linear(Float8Linear):
-        def forward(self, input: torch.Tensor) -> torch.Tensor:
-            if input.dim() >= 2 and input.shape[-2] == 1:  # one new position per sequence: a decode step
-                return torch.nn.functional.linear(input, self.weight, self.bias)
-            # torchao's eager rowwise cast takes 2-D operands: [batch, positions, features] as rows
-            rows = super().forward(input.reshape(-1, input.shape[-1]))
-            return rows.reshape(*input.shape[:-1], rows.shape[-1])
+    def __init__(self, linear: torch.nn.Linear, fp8: torch.nn.Module):
+        super().__init__()
+        self.linear, self.fp8 = linear, fp8
 
-    return PromptPassFloat8Linear
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() >= 2 and input.shape[-2] == 1:  # one new position per sequence: a decode step
+            return self.linear(input)
+        output = self.fp8(input)
+        # An all-zero row (a padding position whose embedding is zero) has scale 0 in torchao's per-token
+        # quantisation, which gives NaN; attention would spread it to every position of the sequence
+        # (0 x NaN). Its exact output is the bias alone.
+        zero = input.abs().amax(dim=-1, keepdim=True) == 0
+        bias = self.linear.bias if self.linear.bias is not None else output.new_zeros(())
+        return torch.where(zero, bias.to(output.dtype), output)
 
 
 def _swap(model, name: str, module: torch.nn.Module) -> None:
@@ -176,26 +180,32 @@ def _swap(model, name: str, module: torch.nn.Module) -> None:
 
 @contextlib.contextmanager
 def float8_prompt_pass(model, emulate: bool = False) -> Iterator[int]:
-    """Inside: the decoder linears (see decoder_linears) run prompt passes in FP8 (rowwise scales: one per
-    token and per output channel) and decode steps in bf16; yields how many were swapped. On exit the
-    original `nn.Linear`s are back, with their weights untouched.
+    """Inside: the decoder linears (see decoder_linears) run prompt passes in FP8 and decode steps in bf16;
+    yields how many were swapped. On exit the original `nn.Linear`s are back, untouched.
 
-    `emulate`: torchao's emulation, for tests (see float8_problem). A one-line InputError when torchao is
-    missing or the GPU has no FP8.
+    The FP8 copies are torchao's float8 inference (`Float8DynamicActivationFloat8WeightConfig`, the path
+    that ran eagerly on an H200 when all of generation was FP8): weights in e4m3 once, one scale per
+    output channel; activations quantised per token at each call. They take 1 byte a weight beside the
+    bf16 ones (~7 GB for the 7B), for as long as the context lasts. torchao's float8 *training* linears
+    (`--fp8` of train_lora.py) do not run eagerly with rowwise scales, hence the copies.
+
+    `emulate`: skip the FP8-hardware check, for tests on the CPU (torchao runs its float8 inference
+    there). A one-line InputError when torchao is missing or the GPU has no FP8.
     """
     problem = float8_problem(next(model.parameters()).device, emulate, flag="the FP8 prompt pass")
     if problem:
         raise InputError(problem)
-    from torchao.float8 import Float8LinearConfig
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-    config = Float8LinearConfig.from_recipe_name("rowwise")
-    if emulate:
-        config = dataclasses.replace(config, emulate=True)
+    # set_inductor_config=False: torchao would otherwise change torch._inductor's global settings, which
+    # every later torch.compile in the process would inherit.
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
     originals = decoder_linears(model)
-    cls = _prompt_pass_class()
     try:
         for name, linear in originals.items():
-            _swap(model, name, cls.from_float(linear, config=config))
+            fp8 = copy.deepcopy(linear)
+            quantize_(fp8, config)
+            _swap(model, name, PromptPassFloat8(linear, fp8))
         yield len(originals)
     finally:
         for name, linear in originals.items():

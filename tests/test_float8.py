@@ -214,6 +214,17 @@ def test_resume_refuses_another_fp8_setting(tiny_model_dir, tmp_path, capsys, em
 # --------------------------------------------------------------------------- the FP8 prompt pass (generation)
 
 
+@pytest.fixture
+def float8_inference_on_cpu(monkeypatch):
+    """torchao's float8 tensors compute on the CPU (torch's _scaled_mm has CPU float8 kernels), but its
+    float8 inference refuses to quantise without an FP8 GPU: lift that check here."""
+    from torchao.quantization import quant_api
+
+    if not hasattr(quant_api, "_check_hardware_support"):
+        pytest.skip("this torchao has no quant_api._check_hardware_support to lift on the CPU")
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *args, **kwargs: None)
+
+
 @pytest.fixture(scope="module")
 def generation_model(tiny_model_dir):
     from transformers import LlavaForConditionalGeneration
@@ -235,7 +246,7 @@ def prompts(tiny_model_dir, xray_paths):
 
 
 @needs_torchao
-def test_prompt_pass_swaps_the_decoder_linears_and_puts_them_back(generation_model):
+def test_prompt_pass_swaps_the_decoder_linears_and_puts_them_back(generation_model, float8_inference_on_cpu):
     model = generation_model
     before = dict(model.named_modules())
     layers = model.config.get_text_config().num_hidden_layers
@@ -244,8 +255,13 @@ def test_prompt_pass_swaps_the_decoder_linears_and_puts_them_back(generation_mod
     with F8.float8_prompt_pass(model, emulate=True) as swapped:
         assert swapped == 7 * layers
         inside = dict(model.named_modules())
-        assert type(inside[f"{prefix}.0.self_attn.q_proj"]).__name__ == "PromptPassFloat8Linear"
-        assert inside[f"{prefix}.0.self_attn.q_proj"].weight is before[f"{prefix}.0.self_attn.q_proj"].weight
+        q_proj = inside[f"{prefix}.0.self_attn.q_proj"]
+        assert (
+            isinstance(q_proj, F8.PromptPassFloat8)
+            and q_proj.linear is before[f"{prefix}.0.self_attn.q_proj"]
+        )
+        assert type(q_proj.fp8.weight).__module__.startswith("torchao")  # the FP8 copy
+        assert q_proj.linear.weight.dtype == torch.bfloat16  # the original, untouched
         assert type(inside["lm_head"]) is torch.nn.Linear  # lm_head, CLIP and the projector stay bf16
         assert type(inside["model.multi_modal_projector.linear_1"]) is torch.nn.Linear
     after = dict(model.named_modules())
@@ -253,7 +269,7 @@ def test_prompt_pass_swaps_the_decoder_linears_and_puts_them_back(generation_mod
 
 
 @needs_torchao
-def test_prompt_pass_is_fp8_and_decode_steps_stay_bf16(generation_model):
+def test_prompt_pass_is_fp8_and_decode_steps_stay_bf16(generation_model, float8_inference_on_cpu):
     linear = F8.decoder_linears(generation_model)["model.language_model.layers.0.mlp.up_proj"]
     torch.manual_seed(0)
     prompt, step = torch.randn(2, 5, linear.in_features), torch.randn(2, 1, linear.in_features)
@@ -264,13 +280,19 @@ def test_prompt_pass_is_fp8_and_decode_steps_stay_bf16(generation_model):
             swapped = generation_model.get_submodule("model.language_model.layers.0.mlp.up_proj")
             fp8_prompt, fp8_step = swapped(prompt), swapped(step)
     assert torch.equal(fp8_step, plain_step)  # decode steps: the bf16 matmul, bit for bit
+    prompt[0, 0] = 0  # a padding position with a zero embedding: zero out, not NaN (its scale would be 0)
+    with torch.no_grad(), F8.float8_prompt_pass(generation_model, emulate=True):
+        padded = generation_model.get_submodule("model.language_model.layers.0.mlp.up_proj")(prompt)
+    assert torch.isfinite(padded).all() and not padded[0, 0].any()
     assert not torch.equal(fp8_prompt, plain_prompt)  # the prompt pass rounds its operands to e4m3
     error = (fp8_prompt.float() - plain_prompt.float()).norm() / plain_prompt.float().norm()
     assert 0 < float(error) < 0.1
 
 
 @needs_torchao
-def test_generation_with_the_fp8_prompt_pass_stays_close_to_bf16(generation_model, prompts):
+def test_generation_with_the_fp8_prompt_pass_stays_close_to_bf16(
+    generation_model, prompts, float8_inference_on_cpu
+):
     """The first new token's logits come from the prompt pass alone: FP8's there; the greedy run goes on, and
     the model generates exactly as before once the linears are back."""
     kwargs = {"max_new_tokens": 4, "min_new_tokens": 4, "do_sample": False}
