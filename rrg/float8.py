@@ -63,6 +63,15 @@ def float8_problem(device: torch.device | str, emulate: bool = False, flag: str 
 # --------------------------------------------------------------------------- training: frozen base linears
 
 
+def is_plain_aligned_linear(module: torch.nn.Module) -> bool:
+    """Exactly an `nn.Linear` (bitsandbytes' Linear4bit subclasses it), both sizes multiples of 16."""
+    return (
+        type(module) is torch.nn.Linear
+        and module.in_features % ALIGNMENT == 0
+        and module.out_features % ALIGNMENT == 0
+    )
+
+
 def frozen_base_linears(model) -> dict[str, torch.nn.Linear]:
     """The frozen base linears of the LoRA layers inside the language model's decoder layers, by name.
 
@@ -77,10 +86,8 @@ def frozen_base_linears(model) -> dict[str, torch.nn.Linear]:
         for name, module in layer.named_modules():
             if (
                 name.rsplit(".", 1)[-1] == "base_layer"
-                and type(module) is torch.nn.Linear  # exactly: bitsandbytes' Linear4bit subclasses it
+                and is_plain_aligned_linear(module)
                 and not module.weight.requires_grad
-                and module.in_features % ALIGNMENT == 0
-                and module.out_features % ALIGNMENT == 0
             ):
                 chosen.add(id(module))
     return {name: module for name, module in model.named_modules() if id(module) in chosen}
@@ -142,13 +149,7 @@ def decoder_linears(model) -> dict[str, torch.nn.Linear]:
         raise InputError("the FP8 prompt pass needs a merged model (merge_and_unload), not a PeftModel")
     chosen: set[int] = set()
     for layer in model.get_decoder().layers:
-        for module in layer.modules():
-            if (
-                type(module) is torch.nn.Linear
-                and module.in_features % ALIGNMENT == 0
-                and module.out_features % ALIGNMENT == 0
-            ):
-                chosen.add(id(module))
+        chosen.update(id(module) for module in layer.modules() if is_plain_aligned_linear(module))
     return {name: module for name, module in model.named_modules() if id(module) in chosen}
 
 
@@ -189,8 +190,10 @@ def float8_prompt_pass(model, emulate: bool = False) -> Iterator[int]:
     bf16 ones (~7 GB for the 7B), for as long as the context lasts. torchao's float8 *training* linears
     (`--fp8` of train_lora.py) do not run eagerly with rowwise scales, hence the copies.
 
-    `emulate`: skip the FP8-hardware check, for tests on the CPU (torchao runs its float8 inference
-    there). A one-line InputError when torchao is missing or the GPU has no FP8.
+    `emulate`: skip this module's FP8-hardware check, for tests on the CPU, where torch's _scaled_mm has
+    float8 kernels; the tests also lift torchao's own check (quant_api._check_hardware_support), which
+    refuses to quantise without an FP8 GPU. A one-line InputError when torchao is missing or the GPU
+    has no FP8.
     """
     problem = float8_problem(next(model.parameters()).device, emulate, flag="the FP8 prompt pass")
     if problem:

@@ -616,7 +616,7 @@ class GenSpec:
         cache_name, _, backend = cache[0].partition("@") if cache else (None, "", "")
         if backend and cache_name != "static":
             raise ValueError(f"a compile backend (@{backend}) needs the static cache, in {text!r}")
-        spec = cls(int(size), cache_name, workers, backend or None)
+        spec = cls(batch_size=int(size), cache=cache_name, workers=workers, compile_backend=backend or None)
         for option in options:
             if option.startswith("workers="):
                 spec.workers = int(option.split("=", 1)[1])
@@ -676,8 +676,8 @@ def with_agreement(rows: list[dict], texts: list[list[str] | None], tokenize) ->
 def decode_compile_config(backend: str | None) -> CompileConfig:
     """generate()'s compilation of static-cache decode steps: transformers' default, or another backend.
 
-    Backends other than inductor take no mode; shapes are static (one graph per batch shape, as the
-    default compiles them)."""
+    Backends other than inductor take no mode; their shapes are static (one graph per batch shape: a
+    benchmark configuration has one batch size)."""
     if backend is None or backend == "inductor":
         return CompileConfig()
     return CompileConfig(backend=backend, mode="default", dynamic=False)
@@ -708,7 +708,8 @@ def our_generation(
                 batch_size=batch_size,
                 cache_implementation=spec.cache,
             )
-            model.generation_config.compile_config = decode_compile_config(spec.compile_backend)
+            if spec.cache == "static":  # set on other caches, transformers warns that it cannot compile
+                model.generation_config.compile_config = decode_compile_config(spec.compile_backend)
             identity = {
                 "image_control": "none",
                 "generation": asdict(settings),
@@ -720,45 +721,45 @@ def our_generation(
                 n: int, name: str, settings=settings, identity=identity, workers=workers, spec=spec
             ) -> Path:
                 out = Path(tmp) / f"{name}-{len(results)}.jsonl"
-                fp8 = float8_prompt_pass(model) if spec.fp8_prompt else nullcontext()
-                with fp8:
-                    generate_predictions(
-                        model, processor, items[:n], paths, out, identity, settings, num_workers=workers
-                    )
+                generate_predictions(
+                    model, processor, items[:n], paths, out, identity, settings, num_workers=workers
+                )
                 return out
 
             try:
-                with timed() as warm:  # the loader's start, and any compilation (a static cache's)
-                    run(batch_size, "warmup")
-                torch.cuda.reset_peak_memory_stats()
-                with timed() as t, batch_timeline() as calls:
-                    start = time.perf_counter()
-                    timed_out = run(len(items), "timed")
-                timeline = timeline_summary(calls, start, time.perf_counter())
-                peak = peak_gib()
-                reports = [record["prediction"] for record in read_jsonl(timed_out)]
-                # Then one batch to its first token (CLIP and the prompt's prefill, inside generate):
-                # the rest of a batch's generate time is decoding.
-                model.generation_config.min_new_tokens = 1
-                with timed() as first, batch_timeline() as first_calls:
-                    run(batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
-                model.generation_config.min_new_tokens = cfg.new_tokens
-                prefill_s = first_calls[0][1] - first_calls[0][0]
-                row = {
-                    "batch_size": batch_size,
-                    "reports_per_s": len(items) / t["s"],
-                    "peak_gib": peak,
-                    "batch_s": t["s"] * batch_size / len(items),
-                    "first_token_s": first["s"],  # loader start and the first batch's images included
-                    "prefill_s": prefill_s,
-                    "decode_ms_per_step": 1000
-                    * (timeline["generate_s_per_batch"] - prefill_s)
-                    / (cfg.new_tokens - 1),
-                    "workers": workers,
-                    "timeline": timeline,
-                    "warmup_s": warm["s"],
-                    "warmup_reports": batch_size,
-                }
+                # The FP8 copies are made once per configuration, before any timing (not inside run()).
+                with float8_prompt_pass(model) if spec.fp8_prompt else nullcontext():
+                    with timed() as warm:  # the loader's start, and any compilation (a static cache's)
+                        run(batch_size, "warmup")
+                    torch.cuda.reset_peak_memory_stats()
+                    with timed() as t, batch_timeline() as calls:
+                        start = time.perf_counter()
+                        timed_out = run(len(items), "timed")
+                    timeline = timeline_summary(calls, start, time.perf_counter())
+                    peak = peak_gib()
+                    reports = [record["prediction"] for record in read_jsonl(timed_out)]
+                    # Then one batch to its first token (CLIP and the prompt's prefill, inside generate):
+                    # the rest of a batch's generate time is decoding.
+                    model.generation_config.min_new_tokens = 1
+                    with timed() as first, batch_timeline() as first_calls:
+                        run(batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
+                    model.generation_config.min_new_tokens = cfg.new_tokens
+                    prefill_s = first_calls[0][1] - first_calls[0][0]
+                    row = {
+                        "batch_size": batch_size,
+                        "reports_per_s": len(items) / t["s"],
+                        "peak_gib": peak,
+                        "batch_s": t["s"] * batch_size / len(items),
+                        "first_token_s": first["s"],  # loader start and the first batch's images included
+                        "prefill_s": prefill_s,
+                        "decode_ms_per_step": 1000
+                        * (timeline["generate_s_per_batch"] - prefill_s)
+                        / (cfg.new_tokens - 1),
+                        "workers": workers,
+                        "timeline": timeline,
+                        "warmup_s": warm["s"],
+                        "warmup_reports": batch_size,
+                    }
             except Exception as e:  # out of memory, an unsupported cache: record it, try the next
                 row = {"batch_size": batch_size, "error": f"{type(e).__name__}: {str(e)[:200]}"}
                 reports = None
@@ -1224,7 +1225,8 @@ def markdown_table(report: dict) -> str:
                 "" if a["mean_first_difference_token"] is None else f"{a['mean_first_difference_token']:.1f}"
             )
             rows.append(
-                f"| {gen_flags(r)} vs {gen_flags(report['generation'][a['with_row']])} | {a['reports']} | "
+                f"| {gen_flags(r)}{run_tag(r)} vs {gen_flags(report['generation'][a['with_row']])}"
+                f"{run_tag(report['generation'][a['with_row']])} | {a['reports']} | "
                 f"{a['identical_share']:.1%} | {first} |"
             )
     curves = [
@@ -1357,10 +1359,11 @@ def main() -> None:
     dataset = ReportDataset(samples, processor.image_processor)
     collator = Collator(tokenizer.pad_token_id, image_token_id(tokenizer), per_image, pad_to_multiple_of=8)
 
-    def keep(name: str, value) -> None:  # each phase is written at once: a later crash loses nothing
+    def keep(name: str, value, echo: bool = True) -> None:  # written at once: a later crash loses nothing
         report[name] = value
         atomic_write_json(out, report)
-        print(f"{name}:", json.dumps(value), flush=True)
+        if echo:
+            print(f"{name}:", json.dumps(value), flush=True)
 
     if "reference" in phases:
         keep("reference", reference_training(model_dir, samples, cfg, tokenizer.pad_token_id))
@@ -1376,7 +1379,9 @@ def main() -> None:
         keep("eval_loader", eval_loader_timings(entries, image_dir, processor.image_processor, cfg))
         keep(
             "generation",
-            our_generation(model_dir, entries, image_dir, cfg, lambda rows: keep("generation", rows)),
+            our_generation(
+                model_dir, entries, image_dir, cfg, lambda rows: keep("generation", rows, echo=False)
+            ),
         )
         free_gpu()
     if "gen_diagnose" in phases:

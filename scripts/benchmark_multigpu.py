@@ -357,21 +357,28 @@ def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n
     result: dict = {"gpus": n, "steps": cfg.steps, "stopped_after": half, "flags": cfg.resume_flags}
     runs_dir = workdir / "runs"
     full, parts, again = (runs_dir / f"resume-{name}-{n}" for name in ("full", "parts", "again"))
+
+    def launch_into(result: dict, name: str, out: Path, extra: list[str]) -> bool:
+        """One train_lora.py launch of the check; its return code, time and any error under result[name]."""
+        args = train_args(paths, out, cfg, n, *val, *extra, *cfg.resume_flags.split())
+        launch = run_launch(
+            command("train_lora.py", args, n, "ddp"),
+            workdir / "logs" / f"resume-{name}-{n}.log",
+            None,
+            cfg.timeout,
+        )
+        result[name] = {k: launch[k] for k in ("returncode", "wall_s") if k in launch} | (
+            {"error": launch["error"]} if "error" in launch else {}
+        )
+        return launch["returncode"] == 0
+
     runs = {
         "uninterrupted": (full, ["--overwrite"]),
         "first_half": (parts, ["--overwrite", "--stop_after_steps", str(half)]),
         "resumed": (parts, ["--resume"]),
-        "uninterrupted_again": (again, ["--overwrite"]),
     }
-    for name, (out, extra) in runs.items():
-        args = train_args(paths, out, cfg, n, *val, *extra, *cfg.resume_flags.split())
-        cmd = command("train_lora.py", args, n, "ddp")
-        launch = run_launch(cmd, workdir / "logs" / f"resume-{name}-{n}.log", None, cfg.timeout)
-        result[name] = {k: launch[k] for k in ("returncode", "wall_s") if k in launch} | (
-            {"error": launch["error"]} if "error" in launch else {}
-        )
-        if launch["returncode"] != 0:
-            return result
+    if not all(launch_into(result, name, out, extra) for name, (out, extra) in runs.items()):
+        return result
     for name, out in (("uninterrupted", full), ("resumed", parts)):
         figures = train_figures(out, 0, cfg.effective_batch)
         result[name] |= {"losses": figures["losses"], "val_losses": figures["val_losses"]}
@@ -379,7 +386,9 @@ def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n
         result[name]["output_files"] = files
     result["final_adapter"] = adapter_difference(full / "final", parts / "final")
     result["best_adapter"] = adapter_difference(full / "best", parts / "best")
-    result["noise_floor_final_adapter"] = adapter_difference(full / "final", again / "final")
+    # Kept even when the repeat fails: the comparison above does not depend on it.
+    if launch_into(result, "uninterrupted_again", again, ["--overwrite"]):
+        result["noise_floor_final_adapter"] = adapter_difference(full / "final", again / "final")
     return result
 
 
@@ -435,6 +444,23 @@ def generation_phase(
 # --------------------------------------------------------------------------- tables
 
 
+def relative_l2(difference: dict) -> str:
+    return (
+        f"{difference['relative_l2']:.2e}" if difference.get("same_keys") else "other tensors (keys differ)"
+    )
+
+
+def resume_summary(resume: dict) -> str:
+    """The resumed adapter's distance from the uninterrupted one's, beside the floor of a repeated launch."""
+    resumed, floor = resume["final_adapter"], resume.get("noise_floor_final_adapter")
+    if not isinstance(resumed, dict):  # an earlier run's sentence saying why it was not compared
+        return f"final adapter {resumed}."
+    return (
+        f"final adapter {relative_l2(resumed)} from the uninterrupted run's (relative L2), "
+        f"a second uninterrupted launch {relative_l2(floor) if floor else 'not run'}."
+    )
+
+
 def markdown_tables(report: dict) -> str:
     lines = [
         "| engine | GPUs | micro-batch x accumulation | samples/s | scaling efficiency | peak GiB per GPU | first step (s) |",
@@ -480,13 +506,11 @@ def markdown_tables(report: dict) -> str:
                 )
             lines.append(f"| {n} GPU{'s' if n > 1 else ''} | " + " | ".join(cells) + " |")
     resume = report.get("resume", {})
-    if "noise_floor_final_adapter" in resume:
-        resumed, floor = resume["final_adapter"], resume["noise_floor_final_adapter"]
+    if "final_adapter" in resume:
         lines += [
             "",
             f"Resume on {resume['gpus']} GPUs (stopped after {resume['stopped_after']} of {resume['steps']} steps): "
-            f"final adapter {resumed['relative_l2']:.2e} from the uninterrupted run's (relative L2), "
-            f"a second uninterrupted launch {floor['relative_l2']:.2e}.",
+            + resume_summary(resume),
         ]
     return "\n".join(lines)
 

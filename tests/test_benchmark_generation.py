@@ -133,7 +133,8 @@ def test_markdown_of_the_committed_results_tags_each_row_with_its_run():
     assert "| ours, `--batch_size 256` (run 7) | 31.05 | 55.5 | 112x |" in table
     assert "| ours `--batch_size 8 --fp8` (run 10) | 25.90 |" in table
     assert (
-        "| `--batch_size 256`, static@cudagraphs KV cache vs `--batch_size 256` | 768 | 0.0% | 7.9 |" in table
+        "| `--batch_size 256`, static@cudagraphs KV cache (run 10) vs `--batch_size 256` (run 10) | 768 | 0.0% | 7.9 |"
+        in table
     )
     assert "| ours `--batch_size 8 --fp8` (run 10) | 22 | 22.59% | 7.03% |" in table
 
@@ -164,8 +165,16 @@ def test_a_bad_generation_configuration_stops_before_anything_is_built():
         B.training_specs(B.BenchConfig(curve_steps=0), {"lora"})
 
 
-def test_an_fp8_prompt_pass_without_an_fp8_gpu_stops_before_anything_is_built():
-    """This box has no GPU: the FP8 prompt pass is refused up front, with one line naming the option."""
-    with pytest.raises(SystemExit, match=r"^error: --gen_configs fp8prompt needs"):
+def test_an_fp8_prompt_pass_without_an_fp8_gpu_stops_before_anything_is_built(monkeypatch):
+    """The FP8 prompt pass is refused up front, with one line naming the option, where FP8 cannot run."""
+    asked = []
+
+    def no_fp8(device, emulate=False, flag=""):
+        asked.append(flag)
+        return f"{flag} needs a CUDA GPU with FP8 tensor cores"
+
+    monkeypatch.setattr(B, "float8_problem", no_fp8)
+    with pytest.raises(SystemExit, match=r"^error: --gen_configs fp8prompt needs a CUDA GPU"):
         B.check_generation_specs(B.BenchConfig(gen_configs="256,256+fp8prompt"), {"generation"})
     B.check_generation_specs(B.BenchConfig(gen_configs="256"), {"generation"})  # none asked for: no check
+    assert asked == ["--gen_configs fp8prompt"]

@@ -91,13 +91,52 @@ def test_adapter_difference_reports_the_relative_change(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    for name, scale in (("a", 1.0), ("b", 1.1)):
-        (tmp_path / name).mkdir()
-        weights = {"x": torch.full((2, 2), 3.0 * scale), "y": torch.full((2,), 4.0 * scale)}
-        save_file(weights, tmp_path / name / "adapter_model.safetensors")
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    save_file({"x": torch.full((4,), 3.0), "y": torch.zeros(1)}, tmp_path / "a" / "adapter_model.safetensors")
+    save_file(
+        {"x": torch.full((4,), 3.0), "y": torch.full((1,), 2.0)}, tmp_path / "b" / "adapter_model.safetensors"
+    )
     found = B.adapter_difference(tmp_path / "a", tmp_path / "b")
-    assert found["relative_l2"] == pytest.approx(0.1) and found["max_abs_diff"] == pytest.approx(0.4)
-    assert found["tensors"] == 2 and found["max_abs_weight"] == 4.0
+    # over all weights together: ||(0, 0, 0, 0, 2)|| / ||(3, 3, 3, 3, 0)|| = 2 / 6 (per tensor: 0 and inf)
+    assert found["relative_l2"] == pytest.approx(1 / 3) and found["max_abs_diff"] == 2.0
+    assert found["tensors"] == 2 and found["max_abs_weight"] == 3.0
+
+
+COMPARED = {"same_keys": True, "relative_l2": 1e-3}  # an adapter_difference result
+
+
+def fake_resume_launches(monkeypatch, failing: int | None) -> list[list[str]]:
+    """run_launch, train_figures and adapter_difference stand-ins; launch number `failing` (1-based) fails."""
+    commands: list[list[str]] = []
+
+    def fake_launch(cmd, log, watch, timeout):
+        commands.append(cmd)
+        return {"returncode": 1 if len(commands) == failing else 0, "wall_s": 1.0}
+
+    monkeypatch.setattr(B, "run_launch", fake_launch)
+    monkeypatch.setattr(B, "train_figures", lambda out, warmup, batch: {"losses": [1.0], "val_losses": []})
+    monkeypatch.setattr(B, "adapter_difference", lambda a, b: {"compared": (a.parent.name, b.parent.name)})
+    return commands
+
+
+@pytest.mark.parametrize("failing", [None, 4])
+def test_resume_phase_repeats_the_uninterrupted_run_as_its_noise_floor(monkeypatch, tmp_path, failing):
+    commands = fake_resume_launches(monkeypatch, failing)
+    for name in ("resume-full-2", "resume-parts-2"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    paths = {k: tmp_path / k for k in ("model", "train", "val", "images")}
+    result = B.resume_phase(B.MultiBenchConfig(steps=6), paths, tmp_path, 2)
+    assert len(commands) == 4 and "--resume" in commands[2]
+    assert commands[3][commands[3].index("--output_dir") + 1].endswith("resume-again-2")
+    # The resumed run's comparison stands whether or not the repeat succeeds.
+    assert result["final_adapter"] == {"compared": ("resume-full-2", "resume-parts-2")}
+    if failing:
+        assert result["uninterrupted_again"]["returncode"] == 1 and "noise_floor_final_adapter" not in result
+        assert "a second uninterrupted launch not run" in B.resume_summary(
+            result | {"final_adapter": COMPARED}
+        )
+    else:
+        assert result["noise_floor_final_adapter"] == {"compared": ("resume-full-2", "resume-again-2")}
 
 
 def test_gpu_scripts_import_without_the_scorers():

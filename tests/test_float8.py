@@ -266,6 +266,10 @@ def test_prompt_pass_swaps_the_decoder_linears_and_puts_them_back(generation_mod
         assert type(inside["model.multi_modal_projector.linear_1"]) is torch.nn.Linear
     after = dict(model.named_modules())
     assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    with pytest.raises(RuntimeError, match="generation failed"), F8.float8_prompt_pass(model, emulate=True):
+        raise RuntimeError("generation failed")  # e.g. out of memory inside: the linears still come back
+    after = dict(model.named_modules())
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
 
 
 @needs_torchao
@@ -317,3 +321,21 @@ def test_prompt_pass_refuses_an_unmerged_adapter_and_a_gpu_without_fp8(tiny_mode
     monkeypatch.setattr(F8, "float8_problem", lambda *a, **k: "the FP8 prompt pass needs a CUDA GPU")
     with pytest.raises(InputError, match="needs a CUDA GPU"), F8.float8_prompt_pass(model):
         pass
+
+
+def test_prompt_pass_gives_a_zero_row_its_bias():
+    """Whatever the FP8 path makes of an all-zero row (torchao: NaN, from a zero scale), its output is the
+    bias alone, as the bf16 linear gives it; other rows keep the FP8 path's output."""
+
+    class Scrambled(torch.nn.Module):  # stands in for the FP8 copy
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((*x.shape[:-1], 16), float("nan"))
+
+    linear = torch.nn.Linear(32, 16, bias=True)
+    layer = F8.PromptPassFloat8(linear, Scrambled())
+    x = torch.randn(2, 3, 32)
+    x[1, 0] = 0
+    with torch.no_grad():
+        out = layer(x)
+        assert torch.equal(out[1, 0], linear.bias) and out[0].isnan().all() and out[1, 1:].isnan().all()
+        assert torch.equal(layer(x[:, :1]), linear(x[:, :1]))  # one position per sequence: bf16 linear
