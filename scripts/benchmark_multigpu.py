@@ -334,11 +334,15 @@ def adapter_difference(a: Path, b: Path) -> dict:
     wa, wb = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
     if wa.keys() != wb.keys():
         return {"same_keys": False}
-    diff = max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
-    scale = max(float(wa[k].float().abs().max()) for k in wa)
-    # ||a - b|| / ||a|| over all the adapter's weights together
-    squared_diff = sum(float((wa[k].float() - wb[k].float()).square().sum()) for k in wa)
-    squared_norm = sum(float(wa[k].float().square().sum()) for k in wa)
+    diff = scale = squared_diff = squared_norm = 0.0
+    for k in wa:
+        a, delta = wa[k].float(), wa[k].float() - wb[k].float()
+        diff, scale = max(diff, float(delta.abs().max())), max(scale, float(a.abs().max()))
+        # for ||a - b|| / ||a|| over all the adapter's weights together
+        squared_diff, squared_norm = (
+            squared_diff + float(delta.square().sum()),
+            squared_norm + float(a.square().sum()),
+        )
     return {
         "same_keys": True,
         "max_abs_diff": diff,
@@ -358,7 +362,7 @@ def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n
     runs_dir = workdir / "runs"
     full, parts, again = (runs_dir / f"resume-{name}-{n}" for name in ("full", "parts", "again"))
 
-    def launch_into(result: dict, name: str, out: Path, extra: list[str]) -> bool:
+    def launch_into(name: str, out: Path, extra: list[str]) -> bool:
         """One train_lora.py launch of the check; its return code, time and any error under result[name]."""
         args = train_args(paths, out, cfg, n, *val, *extra, *cfg.resume_flags.split())
         launch = run_launch(
@@ -377,7 +381,7 @@ def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n
         "first_half": (parts, ["--overwrite", "--stop_after_steps", str(half)]),
         "resumed": (parts, ["--resume"]),
     }
-    if not all(launch_into(result, name, out, extra) for name, (out, extra) in runs.items()):
+    if not all(launch_into(name, out, extra) for name, (out, extra) in runs.items()):
         return result
     for name, out in (("uninterrupted", full), ("resumed", parts)):
         figures = train_figures(out, 0, cfg.effective_batch)
@@ -387,7 +391,7 @@ def resume_phase(cfg: MultiBenchConfig, paths: dict[str, Path], workdir: Path, n
     result["final_adapter"] = adapter_difference(full / "final", parts / "final")
     result["best_adapter"] = adapter_difference(full / "best", parts / "best")
     # Kept even when the repeat fails: the comparison above does not depend on it.
-    if launch_into(result, "uninterrupted_again", again, ["--overwrite"]):
+    if launch_into("uninterrupted_again", again, ["--overwrite"]):
         result["noise_floor_final_adapter"] = adapter_difference(full / "final", again / "final")
     return result
 
