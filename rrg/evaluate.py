@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from .entries import DEFAULT_IMAGE_DIR, Entry, load_entries, resolve_image
+from .fused import liger_kernels, liger_problem
 from .generate import GenerationSettings, generate_predictions
 from .io import InputError, atomic_write_json, iter_jsonl
 from .lock import output_lock
@@ -129,6 +130,14 @@ class EvalConfig:
         default=None,
         metadata={"help": "KV cache: dynamic (default; rrg.kv_cache) or 'static' (compiled decode steps)"},
     )
+    # H100, batch 256 (results/benchmark-h100.json, run 15): the prompt pass 4.92 -> 4.30 s a batch.
+    liger: bool = field(
+        default=False,
+        metadata={
+            "help": "Liger's Triton kernels for the prompt pass's RMSNorms and MLPs (CUDA; pip install -r "
+            "requirements-liger.txt): a faster prompt pass, other rounding, so greedy texts can differ"
+        },
+    )
 
     def settings(self) -> GenerationSettings:
         return GenerationSettings(
@@ -139,6 +148,7 @@ class EvalConfig:
             seed=self.seed,
             batch_size=self.batch_size,
             cache_implementation=self.cache_implementation,
+            liger=self.liger,
         )
 
     def predictions_path(self) -> Path:
@@ -200,7 +210,8 @@ def done_ids(path: Path, identity: dict[str, Any], prompts: dict[str, str] | Non
     ignore_batch = {**identity["generation"], "batch_size": None}  # batching does not change the text
     for line, record in iter_jsonl(path, allow_partial_last_line=True):
         theirs = {key: record.get(key) for key in identity}
-        theirs["generation"] = {**(theirs["generation"] or {}), "batch_size": None}
+        # Lines from before --liger existed were made without it.
+        theirs["generation"] = {"liger": False, **(theirs["generation"] or {}), "batch_size": None}
         if theirs != {**identity, "generation": ignore_batch}:
             raise InputError(
                 f"{path}:{line}: made with other settings than this run ({theirs} vs {identity}); "
@@ -331,6 +342,8 @@ def evaluate(config: EvalConfig) -> dict:
     if not entries:
         raise InputError(f"{config.json_file}: no entries to evaluate")
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
+    if config.liger and (problem := liger_problem(state.device)):
+        raise InputError(problem)
     if config.score:
         from . import clinical, metrics  # noqa: F401  (fails here, not after hours of generation)
     predictions = config.predictions_path()
@@ -377,15 +390,16 @@ def generate_share(
 
         model, processor = load_for_eval(config)
         settings = config.settings()
-        for condition, path in outputs.items():
-            items = [item for c, item in share if c == condition]
-            if items:
-                set_seed(config.seed)
-                generate_predictions(
-                    model, processor, items, paths, output_of(path, state.process_index, state.num_processes),
-                    _run_identity(config, condition), settings, config.num_workers,
-                    progress=state.is_main_process,
-                )  # fmt: skip
+        with liger_kernels(model) if settings.liger else contextlib.nullcontext():
+            for condition, path in outputs.items():
+                items = [item for c, item in share if c == condition]
+                if items:
+                    set_seed(config.seed)
+                    generate_predictions(
+                        model, processor, items, paths, output_of(path, state.process_index, state.num_processes),
+                        _run_identity(config, condition), settings, config.num_workers,
+                        progress=state.is_main_process,
+                    )  # fmt: skip
 
 
 def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, Path]) -> dict:

@@ -9,17 +9,15 @@ activation scales at each call), eager as generation runs, made 12.5 reports/s a
 H200 (scripts/benchmark.py, batch 256): the per-call activation quantisation adds kernels to every decode
 step, which costs more than the FP8 matmuls save. README, "Performance", lists it.
 
-What is left of it, as an experiment of scripts/benchmark.py (`--gen_configs 256+fp8prompt`), not an eval
-flag until it is measured: `float8_prompt_pass`, FP8 for the prompt pass alone (576 image tokens a report,
-near the bf16 matmul peak: ~5 of a batch's ~8 s), decode steps in bf16 as before.
+An FP8 prompt pass with bf16 decode steps (FP8 copies of the decoder weights through torchao's float8
+inference, used for prompt passes only) was dropped too: 16.4 reports/s against 29.0 in bf16 on an H100,
+its prompt pass 7.5 s against 4.8 s (the per-token activation quantisation, eager) and 7 GB more memory,
+which shrank the batch (README, "Performance"; built and measured at commit d4949fd).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-from collections.abc import Iterator
 
 import torch
 
@@ -136,80 +134,3 @@ def convert_frozen_base_linears(model, emulate: bool = False) -> int:
         )
     convert_to_float8_training(model, module_filter_fn=lambda module, _: id(module) in targets, config=config)
     return len(targets)
-
-
-# --------------------------------------------------------------------------- generation: the prompt pass
-
-
-def decoder_linears(model) -> dict[str, torch.nn.Linear]:
-    """The plain bf16 linears of the language model's decoder layers (q/k/v/o/gate/up/down_proj), by name:
-    exactly `nn.Linear`, both dimensions multiples of 16. lm_head, CLIP and the projector are not in the
-    decoder layers. A model with unmerged LoRA layers is refused (their rank-64 A/B would be found)."""
-    if hasattr(model, "peft_config"):
-        raise InputError("the FP8 prompt pass needs a merged model (merge_and_unload), not a PeftModel")
-    chosen: set[int] = set()
-    for layer in model.get_decoder().layers:
-        chosen.update(id(module) for module in layer.modules() if is_plain_aligned_linear(module))
-    return {name: module for name, module in model.named_modules() if id(module) in chosen}
-
-
-class PromptPassFloat8(torch.nn.Module):
-    """A decoder linear for generation: inputs of several positions per sequence (the prompt pass) go
-    through `fp8`, an FP8 copy of the weight quantised by torchao's float8 inference; single-position
-    inputs (decode steps) through the untouched bf16 `linear`."""
-
-    def __init__(self, linear: torch.nn.Linear, fp8: torch.nn.Module):
-        super().__init__()
-        self.linear, self.fp8 = linear, fp8
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dim() >= 2 and input.shape[-2] == 1:  # one new position per sequence: a decode step
-            return self.linear(input)
-        output = self.fp8(input)
-        # An all-zero row (a padding position whose embedding is zero) has scale 0 in torchao's per-token
-        # quantisation, which gives NaN; attention would spread it to every position of the sequence
-        # (0 x NaN). Its exact output is the bias alone.
-        zero = input.abs().amax(dim=-1, keepdim=True) == 0
-        bias = self.linear.bias if self.linear.bias is not None else output.new_zeros(())
-        return torch.where(zero, bias.to(output.dtype), output)
-
-
-def _swap(model, name: str, module: torch.nn.Module) -> None:
-    parent_name, _, attribute = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attribute, module)
-
-
-@contextlib.contextmanager
-def float8_prompt_pass(model, emulate: bool = False) -> Iterator[int]:
-    """Inside: the decoder linears (see decoder_linears) run prompt passes in FP8 and decode steps in bf16;
-    yields how many were swapped. On exit the original `nn.Linear`s are back, untouched.
-
-    The FP8 copies are torchao's float8 inference (`Float8DynamicActivationFloat8WeightConfig`, the path
-    that ran eagerly on an H200 when all of generation was FP8): weights in e4m3 once, one scale per
-    output channel; activations quantised per token at each call. They take 1 byte a weight beside the
-    bf16 ones (~7 GB for the 7B), for as long as the context lasts. torchao's float8 *training* linears
-    (`--fp8` of train_lora.py) do not run eagerly with rowwise scales, hence the copies.
-
-    `emulate`: skip this module's FP8-hardware check, for tests on the CPU, where torch's _scaled_mm has
-    float8 kernels; the tests also lift torchao's own check (quant_api._check_hardware_support), which
-    refuses to quantise without an FP8 GPU. A one-line InputError when torchao is missing or the GPU
-    has no FP8.
-    """
-    problem = float8_problem(next(model.parameters()).device, emulate, flag="the FP8 prompt pass")
-    if problem:
-        raise InputError(problem)
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-
-    # set_inductor_config=False: torchao would otherwise change torch._inductor's global settings, which
-    # every later torch.compile in the process would inherit.
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
-    originals = decoder_linears(model)
-    try:
-        for name, linear in originals.items():
-            fp8 = copy.deepcopy(linear)
-            quantize_(fp8, config)
-            _swap(model, name, PromptPassFloat8(linear, fp8))
-        yield len(originals)
-    finally:
-        for name, linear in originals.items():
-            _swap(model, name, linear)

@@ -46,6 +46,9 @@ class GenerationSettings:
     # None: a dynamic KV cache (rrg.kv_cache). "static": transformers' static cache, whose decode step
     # generate() compiles (CUDA graphs): faster steps after ~45 s of compilation per batch shape.
     cache_implementation: str | None = None
+    # Liger's Triton kernels for the prompt pass's RMSNorms and MLPs (rrg.fused; eval --liger): the same
+    # model, other rounding in the last bits, so greedy texts can differ. Predictions record it.
+    liger: bool = False
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -16,10 +16,11 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      name everywhere (CLIP too), peft's default fp32 adapters; generation batch 1, sampling T=0.2.
   2. our LoRA training (train_lora.py's build_model, collator, sampler and accumulate_gradients) over
      --train_configs, e.g. "8,16+ckpt+compile,8+compile+budget=0.7+log=10" (micro-batch, then options:
-     ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile));
+     ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile),
+     lora=q_proj/v_proj (LoRA on these decoder projections only: what the seven adapters cost));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
-     100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N][+fp8prompt]);
+     100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N][+liger]);
      each configuration after the first of its batch size is compared with that first one: the share of identical reports
      and where the others first differ (`agreement`; e.g. "256,256:static": the static cache against ours).
 Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
@@ -79,7 +80,8 @@ from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_
 from rrg.curves import relative_differences  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
 from rrg.evaluate import EvalConfig  # noqa: E402
-from rrg.float8 import float8_problem, float8_prompt_pass  # noqa: E402
+from rrg.float8 import float8_problem  # noqa: E402
+from rrg.fused import liger_kernels, liger_problem  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
 from rrg.io import atomic_write_json, read_jsonl  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
@@ -88,6 +90,7 @@ from rrg.processor import build_processor, build_tokenizer, image_token_id, toke
 from rrg.prompts import format_response, render_prompt, report_question  # noqa: E402
 from rrg.tiny import generation_config, llava_med_config  # noqa: E402
 
+DECODER_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 H100_BF16_DENSE_FLOPS = 989e12  # datasheet peak (SXM); MFU is reported against it (fp8 rows' too)
 REFERENCE_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -114,7 +117,7 @@ class BenchConfig:
     )
     reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
     # batch size[:KV cache implementation[@torch.compile backend of its decode step]][+workers=N (loader
-    # workers)][+fp8prompt (the prompt pass in FP8)], e.g. "256,256:static,256:static@cudagraphs,256+fp8prompt"
+    # workers)][+liger (Liger's RMSNorm and SwiGLU kernels)], e.g. "256,256:static,256:static@cudagraphs,256+liger"
     gen_configs: str = "256,320"
     gen_workers: int = EvalConfig.num_workers  # loader workers where gen_configs names none: eval's default
     loader_workers: str = "4,8"  # worker counts for which the eval loader alone is timed
@@ -216,10 +219,11 @@ def gpu_time_split(prof, per: int) -> dict:
         if e.device_type != torch.autograd.DeviceType.CUDA:
             continue
         name = e.key.lower()
-        if any(s in name for s in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90")):
-            kind = "matmul"
-        elif any(s in name for s in ("flash", "fmha", "attention")):
+        # Attention first: flash attention's kernel names carry cutlass and sm90 template types too.
+        if any(s in name for s in ("flash", "fmha", "attention")):
             kind = "attention"
+        elif any(s in name for s in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90")):
+            kind = "matmul"
         elif name.startswith("triton"):
             kind = "fused (triton)"
         else:
@@ -366,6 +370,9 @@ class TrainSpec:
     # Steps per log line: train_lora.py reads the loss back from the GPU (a wait) only for those
     log_every: int = train_lora.TrainConfig.logging_steps
     fp8: bool = False  # train_lora.py --fp8: FP8 matmuls for the frozen base weights (rrg.float8)
+    # lora=q_proj/v_proj: LoRA on these decoder projections only ("": all seven, the default). Measures
+    # what the adapters cost: the gradient still flows through every layer, only the adapters differ.
+    lora_modules: str = ""
 
     @classmethod
     def parse(cls, text: str) -> TrainSpec:
@@ -384,9 +391,17 @@ class TrainSpec:
                 spec.budget = float(option.split("=", 1)[1])
             elif option == "fp8":
                 spec.fp8 = True
+            elif option.startswith("lora="):
+                spec.lora_modules = option.split("=", 1)[1]
+                unknown = set(spec.lora_modules.split("/")) - set(DECODER_PROJECTIONS)
+                if unknown:
+                    raise ValueError(
+                        f"{text!r}: lora= takes {'/'.join(DECODER_PROJECTIONS)}, not {sorted(unknown)}"
+                    )
             else:
                 raise ValueError(
-                    f"unknown training option {option!r} in {text!r} (ckpt, compile, budget=X, log=N, plain, fp8)"
+                    f"unknown training option {option!r} in {text!r} "
+                    "(ckpt, compile, budget=X, log=N, plain, fp8, lora=NAMES)"
                 )
         if spec.fp8 and not spec.compile:
             raise ValueError(f"{text!r}: fp8 needs compile (train_lora.py refuses --fp8 without --compile)")
@@ -411,7 +426,14 @@ class TrainSpec:
         default_log = train_lora.TrainConfig.logging_steps
         parts += [f"log every {self.log_every}" if self.log_every != default_log else ""]
         parts += ["bf16 AdamW, no fp32 master" if self.plain_adamw else "", "fp8" if self.fp8 else ""]
+        parts += [f"LoRA on {self.lora_modules.replace('/', ', ')} only" if self.lora_modules else ""]
         return " ".join(p for p in parts if p)
+
+    def target_modules(self) -> str:
+        """train_lora.py's --target_modules for this configuration."""
+        if not self.lora_modules:
+            return train_lora.TrainConfig.target_modules
+        return rf".*language_model.*\.({self.lora_modules.replace('/', '|')})"
 
 
 def compiled_graphs() -> int:
@@ -436,6 +458,7 @@ def our_training(
         gradient_accumulation_steps=cfg.grad_accum,
         num_workers=cfg.num_workers,
         fp8=spec.fp8,
+        target_modules=spec.target_modules(),
     )
     torch._dynamo.reset()  # a graph compiled under another configuration must not be reused
     accelerator = Accelerator()
@@ -606,8 +629,8 @@ class GenSpec:
     # default, inductor with CUDA graphs). "cudagraphs" captures CUDA graphs of the eager kernels,
     # without inductor's code generation: the speed issue's "graphs without the per-shape compile".
     compile_backend: str | None = None
-    # rrg.float8.float8_prompt_pass: the prompt pass in FP8, decode steps in bf16 ("+fp8prompt")
-    fp8_prompt: bool = False
+    # rrg.fused.liger_kernels: Liger's Triton kernels for the decoder's RMSNorms and MLPs ("+liger")
+    liger: bool = False
 
     @classmethod
     def parse(cls, text: str, workers: int = EvalConfig.num_workers) -> GenSpec:
@@ -620,10 +643,10 @@ class GenSpec:
         for option in options:
             if option.startswith("workers="):
                 spec.workers = int(option.split("=", 1)[1])
-            elif option == "fp8prompt":
-                spec.fp8_prompt = True
+            elif option == "liger":
+                spec.liger = True
             else:
-                raise ValueError(f"unknown generation option {option!r} in {text!r} (workers=N, fp8prompt)")
+                raise ValueError(f"unknown generation option {option!r} in {text!r} (workers=N, liger)")
         return spec
 
 
@@ -707,6 +730,7 @@ def our_generation(
                 max_new_tokens=cfg.new_tokens,
                 batch_size=batch_size,
                 cache_implementation=spec.cache,
+                liger=spec.liger,
             )
             if spec.cache == "static":  # set on other caches, transformers warns that it cannot compile
                 model.generation_config.compile_config = decode_compile_config(spec.compile_backend)
@@ -727,8 +751,7 @@ def our_generation(
                 return out
 
             try:
-                # The FP8 copies are made once per configuration, before any timing (not inside run()).
-                with float8_prompt_pass(model) if spec.fp8_prompt else nullcontext():
+                with liger_kernels(model) if spec.liger else nullcontext():
                     with timed() as warm:  # the loader's start, and any compilation (a static cache's)
                         run(batch_size, "warmup")
                     torch.cuda.reset_peak_memory_stats()
@@ -767,8 +790,8 @@ def our_generation(
             row["cache"] = settings.cache_implementation or "dynamic"
             if spec.compile_backend:
                 row["cache"] += f"@{spec.compile_backend}"
-            if spec.fp8_prompt:
-                row["fp8_prompt"] = True
+            if spec.liger:
+                row["liger"] = True
             results.append(row)
             texts.append(reports)
             with_agreement(results, texts, lambda t: processor.tokenizer.encode(t, add_special_tokens=False))
@@ -833,9 +856,13 @@ def real_indications(csv_path: Path, n: int) -> list[str]:
 
 
 def profile_decode(model, inputs, cache, steps: int = 3) -> dict:
-    """Top GPU kernels of a few decode steps after the prompt pass, and the GPU's busy time beside
-    the step's: which of host and GPU a step waits for."""
-    out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    """Top GPU kernels of the prompt pass and of a few decode steps after it, and the GPU's busy time
+    beside the wall time: which of host and GPU each waits for."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with timed() as prompt_wall, torch.profiler.profile(activities=activities) as prompt_prof:
+        out = model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    prompt = gpu_time_split(prompt_prof, 1)
+    print(prompt.pop("top_kernels"), flush=True)
     mask = inputs["attention_mask"]
     token = out.logits[:, -1:].argmax(-1)
 
@@ -849,13 +876,15 @@ def profile_decode(model, inputs, cache, steps: int = 3) -> dict:
     with timed() as wall:
         for _ in range(steps):
             step()
-    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
     split = gpu_time_split(prof, steps)
     return {
+        # the prompt pass (images through CLIP, then every prompt position), profiled: its wall time
+        # includes the profiler's overhead
+        "prompt_pass": {"wall_ms": 1000 * prompt_wall["s"]} | prompt,
         "step_ms": 1000 * wall["s"] / steps,  # without the profiler
         "gpu_busy_ms_per_step": split["gpu_busy_ms"],  # kernel time, from the profile
         "gpu_ms_by_kind": split["gpu_ms_by_kind"],
@@ -974,6 +1003,8 @@ def compare_curves(rows: list[dict], steps: int) -> None:
             row["curve_vs_first"] = {
                 "not_compared": "no loss curve (the configuration or the first one failed)"
             }
+        elif row.get("config", {}).get("lora_modules") != first.get("config", {}).get("lora_modules"):
+            row["curve_vs_first"] = {"not_compared": "another model: LoRA on other modules"}
         elif row.get("sample_order_sha256") != first.get("sample_order_sha256"):
             row["curve_vs_first"] = {
                 "not_compared": f"other samples (micro-batch {row['micro_batch']} vs {first['micro_batch']})"
@@ -1015,6 +1046,7 @@ def experiment_projection(report: dict) -> dict | None:
     recipe (`default_recipe`) and of the fastest LoRA configuration (`fastest`), with the fastest generation
     setting; None without a LoRA and a generation row."""
     lora = [r for r in report.get("lora", []) if "samples_per_s" in r and "config" in r]
+    lora = [r for r in lora if not r["config"].get("lora_modules")]  # a measurement, not a recipe
     gen = best(report.get("generation", []), "reports_per_s")
     if not lora or gen is None:
         return None
@@ -1103,6 +1135,8 @@ def train_flags(r: dict, four_bit: bool) -> str:
         flags.append(f"--activation_memory_budget {spec.budget:g}")
     if spec.log_every != train_lora.TrainConfig.logging_steps:
         flags.append(f"--logging_steps {spec.log_every}")
+    if spec.lora_modules:
+        flags.append(f"--target_modules '{spec.target_modules()}'")
     note = " (bf16 AdamW without fp32 master weights, as before: not a flag)" if spec.plain_adamw else ""
     return "`" + " ".join(flags) + "`" + note
 
@@ -1149,8 +1183,10 @@ def summary_table(report: dict) -> str:
 
 def gen_label(row: dict) -> str:
     label = f"ours bs {row['batch_size']} {row.get('cache', '')}"
-    if row.get("fp8_prompt"):
+    if row.get("fp8_prompt"):  # run 13's, measured at d4949fd and removed since
         label += " fp8 prompt"
+    if row.get("liger"):
+        label += " liger"
     if "workers" in row:  # rows of earlier runs did not record them
         label += f" {row['workers']} workers"
     return label
@@ -1160,7 +1196,8 @@ def gen_flags(row: dict) -> str:
     """The eval flags of a measured generation configuration, as the Markdown table shows them."""
     flags = f"`--batch_size {row['batch_size']}`"
     flags += "" if row["cache"] == "dynamic" else f", {row['cache']} KV cache"
-    return flags + (", FP8 prompt pass (benchmark only)" if row.get("fp8_prompt") else "")
+    flags += ", FP8 prompt pass (dropped)" if row.get("fp8_prompt") else ""
+    return flags + (", Liger kernels" if row.get("liger") else "")
 
 
 def agreement_text(a: dict) -> str:
@@ -1288,9 +1325,7 @@ def check_generation_specs(cfg: BenchConfig, phases: set[str]) -> None:
         specs = [GenSpec.parse(text, cfg.gen_workers) for text in cfg.gen_configs.split(",")]
     except ValueError as e:
         sys.exit(f"error: --gen_configs: {e}")
-    if any(s.fp8_prompt for s in specs) and (
-        problem := float8_problem("cuda", flag="--gen_configs fp8prompt")
-    ):
+    if any(s.liger for s in specs) and (problem := liger_problem("cuda", flag="--gen_configs liger")):
         sys.exit(f"error: {problem}")
 
 

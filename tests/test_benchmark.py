@@ -5,6 +5,7 @@ themselves need a GPU; the loop runs here on the tiny model, on the CPU."""
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from dataclasses import asdict
 from importlib.util import find_spec
@@ -57,6 +58,64 @@ def test_curves_are_compared_only_on_the_same_samples():
     )
     assert rows[2]["curve_vs_first"] == {"not_compared": "other samples (micro-batch 16 vs 8)"}
     assert "no loss curve" in rows[3]["curve_vs_first"]["not_compared"]
+
+
+def test_lora_on_fewer_modules_is_a_measurement_never_a_recipe_or_a_curve():
+    """lora=q_proj measures what the seven adapters cost: its flags say so, its curve is not compared with
+    the default's (another model), and the projection never takes it as the fastest recipe."""
+    spec = B.TrainSpec.parse("8+compile+budget=0.7+lora=q_proj/v_proj")
+    assert spec.label() == "mb8 compile budget 0.7 LoRA on q_proj, v_proj only"
+    assert re.fullmatch(spec.target_modules(), "model.language_model.layers.3.self_attn.v_proj")
+    assert not re.fullmatch(spec.target_modules(), "model.language_model.layers.3.mlp.up_proj")
+    assert not re.fullmatch(spec.target_modules(), "model.vision_tower.encoder.layers.0.self_attn.q_proj")
+    assert B.TrainSpec.default().target_modules() == train_lora.TrainConfig.target_modules
+    with pytest.raises(ValueError, match=r"lora= takes q_proj/.*, not \['qkv'\]"):
+        B.TrainSpec.parse("8+lora=q_proj/qkv")
+    rows = [
+        {"config": config("8+compile+budget=0.7"), "samples_per_s": 22.0},
+        {"config": asdict(spec), "samples_per_s": 24.5},
+    ]
+    for row in rows:
+        row |= {"micro_batch": 8, "sample_order_sha256": "a", "losses": [10.0, 9.0], "warmup_s": 1.0}
+        row |= {"real_tokens_per_s": 1.0, "peak_gib": 1.0, "mfu": 0.5}
+    assert (
+        B.train_flags(rows[1], False)
+        == r"`--batch_size 8 --target_modules '.*language_model.*\.(q_proj|v_proj)'`"
+    )
+    B.compare_curves(rows, steps=50)
+    assert rows[1]["curve_vs_first"] == {"not_compared": "another model: LoRA on other modules"}
+    gen = [{"batch_size": 256, "cache": "dynamic", "reports_per_s": 30.0, "peak_gib": 55.0}]
+    projection = B.experiment_projection({"lora": rows, "generation": gen})
+    assert (
+        projection["fastest"]["training"]
+        == projection["default_recipe"]["training"]
+        == "mb8 compile budget 0.7"
+    )
+
+
+def test_gpu_time_is_split_by_kernel_kind_with_flash_attention_as_attention():
+    """Flash attention's kernel names carry cutlass/sm90 template types: they count as attention."""
+    from types import SimpleNamespace
+
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    def event(key, us, device=cuda):
+        return SimpleNamespace(key=key, device_type=device, self_device_time_total=us)
+
+    class Events(list):
+        def table(self, **kwargs):
+            return "table"
+
+    events = Events([
+        event("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel<Flash_bwd_kernel_traits<cutlass::bfloat16_t, sm90>>", 3000),
+        event("nvjet_sm90_tst_192x192_64x3_2x1_v_bz_coopB_NNN", 20000),
+        event("triton_poi_fused_add_mul_silu_0", 4000),
+        event("void at::native::elementwise_kernel<128, 4>", 1000),
+        event("aten::mm", 99000, device=cpu),  # an operator row: its kernels are counted already
+    ])  # fmt: skip
+    split = B.gpu_time_split(SimpleNamespace(key_averages=lambda: events), per=2)
+    assert split["gpu_ms_by_kind"] == {"matmul": 10.0, "attention": 1.5, "fused (triton)": 2.0, "other": 0.5}
+    assert split["gpu_busy_ms"] == 14.0
 
 
 # --------------------------------------------------------------------------- projection

@@ -129,3 +129,51 @@ def test_a_second_eval_into_the_same_folder_fails_naming_the_holder(tmp_path, as
         holder.communicate("", timeout=30)
     evaluate.main(_args(json_file, images, out))  # free again once the holder has finished
     assert len(read_jsonl(out)) == 2
+
+
+def test_liger_where_it_cannot_run_is_one_line_before_anything_is_generated(tmp_path, asked, capsys):
+    json_file, images = _split(tmp_path, "clean")
+    out = tmp_path / "run" / "predictions.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(_args(json_file, images, out, "--liger"))  # this box: no CUDA GPU (or no liger)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--liger needs" in err
+    assert asked == [] and not out.exists()
+
+
+def test_liger_runs_generation_inside_its_kernels_and_resume_keeps_to_the_setting(
+    tmp_path, asked, capsys, monkeypatch
+):
+    """--liger generates inside rrg.fused.liger_kernels and its lines say so; lines made before the flag
+    existed (no "liger" key) continue a run without it, and a resume never mixes the two."""
+    import contextlib
+
+    inside = []
+
+    @contextlib.contextmanager
+    def kernels(model):
+        inside.append(True)
+        yield 0
+        inside.append(False)
+
+    monkeypatch.setattr(evaluate, "liger_problem", lambda device: None)
+    monkeypatch.setattr(evaluate, "liger_kernels", kernels)
+    json_file, images = _split(tmp_path, "clean")
+    out = tmp_path / "run" / "predictions.jsonl"
+    evaluate.main(_args(json_file, images, out, "--liger", "--limit", "1"))
+    assert inside == [True, False] and read_jsonl(out)[0]["generation"]["liger"] is True
+    with pytest.raises(SystemExit):
+        evaluate.main(_args(json_file, images, out, "--resume"))  # without --liger: refused
+    assert f"{out}:1: made with other settings" in capsys.readouterr().err
+
+    old = tmp_path / "old" / "predictions.jsonl"
+    evaluate.main(_args(json_file, images, old, "--limit", "1"))
+    line = read_jsonl(old)[0]
+    del line["generation"]["liger"]  # as written before the flag existed
+    old.write_text(json.dumps(line) + "\n")
+    evaluate.main(_args(json_file, images, old, "--resume"))
+    assert [r["id"] for r in read_jsonl(old)] == ["10", "11"]
+    with pytest.raises(SystemExit):
+        evaluate.main(_args(json_file, images, old, "--resume", "--liger"))
+    assert f"{old}:1: made with other settings" in capsys.readouterr().err

@@ -273,7 +273,7 @@ def test_eval_end_to_end_with_blank_control(split, tiny_model_dir, tmp_path, cap
     assert lines[0]["model"] == str(tiny_model_dir) and lines[0]["adapter"] is None
     assert lines[0]["generation"] == {
         "max_new_tokens": 6, "num_beams": 1, "do_sample": False, "temperature": 1.0, "seed": 0, "batch_size": 3,
-        "cache_implementation": None,
+        "cache_implementation": None, "liger": False,
     }  # fmt: skip
     assert lines[0]["reference"].startswith("Findings: lungs clear 0.")
     blank_lines = read_jsonl(out.with_name("predictions.blank.jsonl"))

@@ -1,0 +1,109 @@
+"""Liger's Triton kernels for the decoder's RMSNorm and SwiGLU MLP during generation (optional:
+`pip install -r requirements-liger.txt`; CUDA only).
+
+Why: an eager prompt pass of 256 reports spends 1.55 of its 4.85 s of GPU time in elementwise kernels on
+an H100 (`scripts/benchmark.py --phases gen_diagnose`): each RMSNorm casts to fp32, squares, averages,
+multiplies and casts back, and the MLP runs SiLU, then a product, each a separate pass over ~157k
+positions x 4,096 (or 14,336) values. Liger (linkedin/Liger-Kernel) does a norm, or SiLU-times-up, in one
+Triton kernel. Its RMSNorm's "llama" casting is transformers' Mistral one (fp32 statistics, cast back to
+bf16, then the weight); the sums run in another order, so logits can differ in the last bf16 bit.
+
+Prompt passes only: a decode step (one position per sequence) keeps transformers' kernels. There the
+tensors are small and a step waits on the host, which launches a Triton kernel more slowly than an aten
+one: with Liger in decode steps too, a step took 41.8 ms against 29.1 (H100, batch 256), and the whole
+run was slower (28.0 against 29.7 reports/s) despite the faster prompt pass (4.31 against 4.96 s).
+
+Bound to the modules of one loaded model for the length of a `with` block, through each module's own
+`forward`: Liger's `apply_liger_kernel_to_*` would also replace transformers' classes for the whole
+process. liger_kernel is imported only here, so the rest of the package runs without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+
+import torch
+
+from .io import InputError
+
+INSTALL_HINT = "pip install -r requirements-liger.txt"
+
+
+def liger_problem(device: torch.device | str, flag: str = "--liger") -> str | None:
+    """Why Liger's kernels cannot run on `device` (one line, starting with `flag`), or None when they can."""
+    try:
+        import liger_kernel.transformers.functional  # noqa: F401
+    except ImportError:
+        return f"{flag} needs liger-kernel, which is not installed: {INSTALL_HINT}"
+    if torch.device(device).type != "cuda":
+        return f"{flag} needs a CUDA GPU (Liger's kernels are Triton); this run is on {device}"
+    return None
+
+
+def fused_modules(model) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
+    """The decoder's RMSNorms (two per layer and the final one) and its SwiGLU MLPs. A decoder of another
+    shape (another norm, another activation) is refused in one line rather than half-fused."""
+    decoder = model.get_decoder()
+    layers = list(decoder.layers)
+    norms = [decoder.norm] + [
+        n for layer in layers for n in (layer.input_layernorm, layer.post_attention_layernorm)
+    ]
+    mlps = [layer.mlp for layer in layers]
+    for norm in norms:
+        if not (hasattr(norm, "variance_epsilon") and getattr(norm, "weight", None) is not None):
+            raise InputError(f"--liger: {type(norm).__name__} is not an RMSNorm with a weight (Mistral's)")
+    for mlp in mlps:
+        if not all(hasattr(mlp, p) for p in ("gate_proj", "up_proj", "down_proj")):
+            raise InputError(f"--liger: {type(mlp).__name__} is not a gate/up/down MLP (Mistral's)")
+    activation = getattr(model.config.get_text_config(), "hidden_act", None)
+    if activation not in ("silu", "swish"):
+        raise InputError(f"--liger: the decoder's activation is {activation!r}; Liger's SwiGLU needs silu")
+    return norms, mlps
+
+
+def _one_position(x: torch.Tensor) -> bool:
+    """A decode step's input: one new position per sequence."""
+    return x.dim() >= 2 and x.shape[-2] == 1
+
+
+def _rms_norm(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    from liger_kernel.transformers.functional import liger_rms_norm
+
+    if _one_position(hidden_states):
+        return type(self).forward(self, hidden_states)
+    # in_place=False: in_place lets the backward overwrite the incoming gradient; this is for generation.
+    return liger_rms_norm(hidden_states, self.weight, self.variance_epsilon, 0.0, "llama", False)
+
+
+def _swiglu_mlp(self, x: torch.Tensor) -> torch.Tensor:
+    from liger_kernel.transformers.functional import liger_swiglu
+
+    if _one_position(x):
+        return type(self).forward(self, x)
+    # gate_proj / up_proj may be peft LoRA layers: their outputs include the adapter's update.
+    return self.down_proj(liger_swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+@contextlib.contextmanager
+def liger_kernels(model) -> Iterator[int]:
+    """Inside: the decoder's RMSNorms and MLPs run Liger's kernels on inputs of several positions per
+    sequence (prompt passes); yields how many modules were bound.
+    On exit (an exception too) each module's own forward is back. A one-line InputError when Liger is
+    missing, the model is not on a GPU or the decoder is not Mistral-shaped."""
+    problem = liger_problem(next(model.parameters()).device)
+    if problem:
+        raise InputError(problem)
+    norms, mlps = fused_modules(model)
+    bound = [(m, _rms_norm) for m in norms] + [(m, _swiglu_mlp) for m in mlps]
+    if any("forward" in module.__dict__ for module, _ in bound):
+        # accelerate's offloading hooks wrap forward on the instance; binding over them would skip them
+        raise InputError("--liger: the decoder's modules already have wrapped forwards (a device_map hook?)")
+    try:
+        for module, forward in bound:
+            module.forward = types.MethodType(forward, module)
+        yield len(bound)
+    finally:
+        for module, _ in bound:
+            module.__dict__.pop("forward", None)
