@@ -130,7 +130,8 @@ class EvalConfig:
         default=None,
         metadata={"help": "KV cache: dynamic (default; rrg.kv_cache) or 'static' (compiled decode steps)"},
     )
-    # H100, batch 256 (results/benchmark-h100.json, run 15): the prompt pass 4.92 -> 4.30 s a batch.
+    # H100, batch 256 (results/benchmark-h100.json, runs 17-18): the prompt pass 4.9 -> 4.3 s a batch; the
+    # whole run's rate moved less than decoding's run-to-run spread, so it is opt-in.
     liger: bool = field(
         default=False,
         metadata={

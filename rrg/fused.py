@@ -11,7 +11,9 @@ bf16, then the weight); the sums run in another order, so logits can differ in t
 Prompt passes only: a decode step (one position per sequence) keeps transformers' kernels. There the
 tensors are small and a step waits on the host, which launches a Triton kernel more slowly than an aten
 one: with Liger in decode steps too, a step took 41.8 ms against 29.1 (H100, batch 256), and the whole
-run was slower (28.0 against 29.7 reports/s) despite the faster prompt pass (4.31 against 4.96 s).
+run was slower (28.0 against 29.7 reports/s) despite the faster prompt pass (4.31 against 4.96 s). In prompt
+passes only (runs 17-18): 4.29-4.31 s against 4.89-4.92 s a batch, and the run's rate +1% to +23%, within
+the spread of decode steps between configurations (29-40 ms): opt-in (eval --liger), not the default.
 
 Bound to the modules of one loaded model for the length of a `with` block, through each module's own
 `forward`: Liger's `apply_liger_kernel_to_*` would also replace transformers' classes for the whole
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -68,22 +70,24 @@ def _one_position(x: torch.Tensor) -> bool:
     return x.dim() >= 2 and x.shape[-2] == 1
 
 
-def _rms_norm(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    from liger_kernel.transformers.functional import liger_rms_norm
+def _norm_forward(liger_rms_norm: Callable) -> Callable:
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if _one_position(hidden_states):
+            return type(self).forward(self, hidden_states)
+        # in_place=False: in_place lets the backward overwrite the incoming gradient; this is generation.
+        return liger_rms_norm(hidden_states, self.weight, self.variance_epsilon, 0.0, "llama", False)
 
-    if _one_position(hidden_states):
-        return type(self).forward(self, hidden_states)
-    # in_place=False: in_place lets the backward overwrite the incoming gradient; this is for generation.
-    return liger_rms_norm(hidden_states, self.weight, self.variance_epsilon, 0.0, "llama", False)
+    return forward
 
 
-def _swiglu_mlp(self, x: torch.Tensor) -> torch.Tensor:
-    from liger_kernel.transformers.functional import liger_swiglu
+def _mlp_forward(liger_swiglu: Callable) -> Callable:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _one_position(x):
+            return type(self).forward(self, x)
+        # gate_proj / up_proj may be peft LoRA layers: their outputs include the adapter's update.
+        return self.down_proj(liger_swiglu(self.gate_proj(x), self.up_proj(x)))
 
-    if _one_position(x):
-        return type(self).forward(self, x)
-    # gate_proj / up_proj may be peft LoRA layers: their outputs include the adapter's update.
-    return self.down_proj(liger_swiglu(self.gate_proj(x), self.up_proj(x)))
+    return forward
 
 
 @contextlib.contextmanager
@@ -96,7 +100,10 @@ def liger_kernels(model) -> Iterator[int]:
     if problem:
         raise InputError(problem)
     norms, mlps = fused_modules(model)
-    bound = [(m, _rms_norm) for m in norms] + [(m, _swiglu_mlp) for m in mlps]
+    from liger_kernel.transformers.functional import liger_rms_norm, liger_swiglu
+
+    norm_forward, mlp_forward = _norm_forward(liger_rms_norm), _mlp_forward(liger_swiglu)
+    bound = [(m, norm_forward) for m in norms] + [(m, mlp_forward) for m in mlps]
     if any("forward" in module.__dict__ for module, _ in bound):
         # accelerate's offloading hooks wrap forward on the instance; binding over them would skip them
         raise InputError("--liger: the decoder's modules already have wrapped forwards (a device_map hook?)")

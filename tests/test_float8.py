@@ -209,4 +209,3 @@ def test_resume_refuses_another_fp8_setting(tiny_model_dir, tmp_path, capsys, em
     assert "fp8" not in json.loads((out / "train_config.json").read_text())["fingerprint"]["settings"]
     train("--fp8", "--resume")
     assert "fp8 None -> True" in error_line(capsys)
-
