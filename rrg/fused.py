@@ -23,6 +23,7 @@ process. liger_kernel is imported only here, so the rest of the package runs wit
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
 from collections.abc import Callable, Iterator
 
@@ -34,13 +35,37 @@ INSTALL_HINT = "pip install -r requirements-liger.txt"
 
 
 def liger_problem(device: torch.device | str, flag: str = "--liger") -> str | None:
-    """Why Liger's kernels cannot run on `device` (one line, starting with `flag`), or None when they can."""
+    """Why Liger's kernels cannot run on `device` (one line, starting with `flag`), or None when they can.
+    On a GPU, one tiny kernel runs once per process and device: Triton compiles at the first launch, so a
+    missing compiler or a broken install is found here, not after a 7B model has loaded."""
     try:
         import liger_kernel.transformers.functional  # noqa: F401
     except ImportError:
         return f"{flag} needs liger-kernel, which is not installed: {INSTALL_HINT}"
-    if torch.device(device).type != "cuda":
-        return f"{flag} needs a CUDA GPU (Liger's kernels are Triton); this run is on {device}"
+    except Exception as e:  # a release that does not import beside this transformers or torch
+        return f"{flag}: liger-kernel does not import here ({type(e).__name__}: {_first_line(e)})"
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        where = f"this run is on {device}" if device.type != "cuda" else "no CUDA GPU is available"
+        return f"{flag} needs a CUDA GPU (Liger's kernels are Triton); {where}"
+    failure = _kernel_failure(device.index if device.index is not None else torch.cuda.current_device())
+    return f"{flag}: Liger's kernels fail on this GPU ({failure})" if failure else None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+@functools.cache
+def _kernel_failure(index: int) -> str | None:
+    from liger_kernel.transformers.functional import liger_rms_norm, liger_swiglu
+
+    try:
+        x = torch.ones(1, 2, 16, device=f"cuda:{index}", dtype=torch.bfloat16)
+        liger_swiglu(x, liger_rms_norm(x, x[0, 0], 1e-6, 0.0, "llama", False))
+        torch.cuda.synchronize(index)
+    except Exception as e:  # no C compiler for Triton's launcher, an unsupported GPU, ...
+        return f"{type(e).__name__}: {_first_line(e)}"
     return None
 
 
@@ -74,7 +99,8 @@ def _norm_forward(liger_rms_norm: Callable) -> Callable:
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if _one_position(hidden_states):
             return type(self).forward(self, hidden_states)
-        # in_place=False: in_place lets the backward overwrite the incoming gradient; this is generation.
+        # in_place matters only in a backward pass (it reuses the incoming gradient's memory); False leaves
+        # every tensor it is given untouched.
         return liger_rms_norm(hidden_states, self.weight, self.variance_epsilon, 0.0, "llama", False)
 
     return forward

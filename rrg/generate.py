@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import BatchFeature
 
 from .entries import Entry
+from .fused import liger_kernels
 from .io import InputError, append_jsonl
 from .kv_cache import PreallocatedCache
 from .processor import check_image_tokens, image_token_id, tokens_per_image
@@ -158,12 +159,14 @@ def generate_from_inputs(model, processor, inputs, settings: GenerationSettings)
     cache = None
     if settings.cache_implementation is None:  # the dynamic cache, without its per-step copies
         cache = PreallocatedCache.for_generation(model, inputs["input_ids"].shape[1], settings.max_new_tokens)
-    output = model.generate(
-        **inputs,
-        **settings.generate_kwargs(),
-        past_key_values=cache,
-        pad_token_id=processor.tokenizer.pad_token_id,
-    )
+    # Bound for this call only (cheap): every generation with liger=True runs the kernels its lines record.
+    with liger_kernels(model) if settings.liger else contextlib.nullcontext():
+        output = model.generate(
+            **inputs,
+            **settings.generate_kwargs(),
+            past_key_values=cache,
+            pad_token_id=processor.tokenizer.pad_token_id,
+        )
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 

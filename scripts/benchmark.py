@@ -58,7 +58,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -81,7 +81,7 @@ from rrg.curves import relative_differences  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
 from rrg.evaluate import EvalConfig  # noqa: E402
 from rrg.float8 import float8_problem  # noqa: E402
-from rrg.fused import liger_kernels, liger_problem  # noqa: E402
+from rrg.fused import liger_problem  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
 from rrg.io import atomic_write_json, read_jsonl  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
@@ -92,7 +92,7 @@ from rrg.tiny import generation_config, llava_med_config  # noqa: E402
 
 DECODER_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 H100_BF16_DENSE_FLOPS = 989e12  # datasheet peak (SXM); MFU is reported against it (fp8 rows' too)
-REFERENCE_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+REFERENCE_NAMES = list(DECODER_PROJECTIONS)  # the reference matched these names everywhere (CLIP too)
 
 
 @dataclass
@@ -104,7 +104,8 @@ class BenchConfig:
     # Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient
     # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X),
     # log=N (--logging_steps N), plain (torch's AdamW on the bf16 LoRA weights, no fp32 master: the
-    # optimizer before rrg.optim, for comparison), fp8 (--fp8: FP8 frozen base matmuls; needs compile).
+    # optimizer before rrg.optim, for comparison), fp8 (--fp8: FP8 frozen base matmuls; needs compile),
+    # lora=q_proj/v_proj (LoRA on these decoder projections only: what the seven adapters cost).
     train_configs: str = "8+compile+budget=0.7,8+compile+budget=0.7+plain"
     qlora_configs: str = "16+ckpt+compile"
     train_samples: int = 256  # timed samples per configuration (after warm-up)
@@ -433,7 +434,9 @@ class TrainSpec:
         """train_lora.py's --target_modules for this configuration."""
         if not self.lora_modules:
             return train_lora.TrainConfig.target_modules
-        return rf".*language_model.*\.({self.lora_modules.replace('/', '|')})"
+        every = "|".join(DECODER_PROJECTIONS)
+        assert every in train_lora.LANGUAGE_MODEL_TARGETS  # the default regex, with fewer names
+        return train_lora.LANGUAGE_MODEL_TARGETS.replace(every, self.lora_modules.replace("/", "|"))
 
 
 def compiled_graphs() -> int:
@@ -629,7 +632,7 @@ class GenSpec:
     # default, inductor with CUDA graphs). "cudagraphs" captures CUDA graphs of the eager kernels,
     # without inductor's code generation: the speed issue's "graphs without the per-shape compile".
     compile_backend: str | None = None
-    # rrg.fused.liger_kernels: Liger's Triton kernels for the decoder's RMSNorms and MLPs ("+liger")
+    # eval --liger (GenerationSettings.liger): Liger's kernels for the prompt pass's RMSNorms and MLPs
     liger: bool = False
 
     @classmethod
@@ -647,6 +650,8 @@ class GenSpec:
                 spec.liger = True
             else:
                 raise ValueError(f"unknown generation option {option!r} in {text!r} (workers=N, liger)")
+        if spec.liger and spec.cache == "static":
+            raise ValueError(f"{text!r}: liger with the static cache is not supported (eval refuses it too)")
         return spec
 
 
@@ -751,38 +756,37 @@ def our_generation(
                 return out
 
             try:
-                with liger_kernels(model) if spec.liger else nullcontext():
-                    with timed() as warm:  # the loader's start, and any compilation (a static cache's)
-                        run(batch_size, "warmup")
-                    torch.cuda.reset_peak_memory_stats()
-                    with timed() as t, batch_timeline() as calls:
-                        start = time.perf_counter()
-                        timed_out = run(len(items), "timed")
-                    timeline = timeline_summary(calls, start, time.perf_counter())
-                    peak = peak_gib()
-                    reports = [record["prediction"] for record in read_jsonl(timed_out)]
-                    # Then one batch to its first token (CLIP and the prompt's prefill, inside generate):
-                    # the rest of a batch's generate time is decoding.
-                    model.generation_config.min_new_tokens = 1
-                    with timed() as first, batch_timeline() as first_calls:
-                        run(batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
-                    model.generation_config.min_new_tokens = cfg.new_tokens
-                    prefill_s = first_calls[0][1] - first_calls[0][0]
-                    row = {
-                        "batch_size": batch_size,
-                        "reports_per_s": len(items) / t["s"],
-                        "peak_gib": peak,
-                        "batch_s": t["s"] * batch_size / len(items),
-                        "first_token_s": first["s"],  # loader start and the first batch's images included
-                        "prefill_s": prefill_s,
-                        "decode_ms_per_step": 1000
-                        * (timeline["generate_s_per_batch"] - prefill_s)
-                        / (cfg.new_tokens - 1),
-                        "workers": workers,
-                        "timeline": timeline,
-                        "warmup_s": warm["s"],
-                        "warmup_reports": batch_size,
-                    }
+                with timed() as warm:  # the loader's start, and any compilation (a static cache's)
+                    run(batch_size, "warmup")
+                torch.cuda.reset_peak_memory_stats()
+                with timed() as t, batch_timeline() as calls:
+                    start = time.perf_counter()
+                    timed_out = run(len(items), "timed")
+                timeline = timeline_summary(calls, start, time.perf_counter())
+                peak = peak_gib()
+                reports = [record["prediction"] for record in read_jsonl(timed_out)]
+                # Then one batch to its first token (CLIP and the prompt's prefill, inside generate):
+                # the rest of a batch's generate time is decoding.
+                model.generation_config.min_new_tokens = 1
+                with timed() as first, batch_timeline() as first_calls:
+                    run(batch_size, "first-token", settings=replace(settings, max_new_tokens=1))
+                model.generation_config.min_new_tokens = cfg.new_tokens
+                prefill_s = first_calls[0][1] - first_calls[0][0]
+                row = {
+                    "batch_size": batch_size,
+                    "reports_per_s": len(items) / t["s"],
+                    "peak_gib": peak,
+                    "batch_s": t["s"] * batch_size / len(items),
+                    "first_token_s": first["s"],  # loader start and the first batch's images included
+                    "prefill_s": prefill_s,
+                    "decode_ms_per_step": 1000
+                    * (timeline["generate_s_per_batch"] - prefill_s)
+                    / (cfg.new_tokens - 1),
+                    "workers": workers,
+                    "timeline": timeline,
+                    "warmup_s": warm["s"],
+                    "warmup_reports": batch_size,
+                }
             except Exception as e:  # out of memory, an unsupported cache: record it, try the next
                 row = {"batch_size": batch_size, "error": f"{type(e).__name__}: {str(e)[:200]}"}
                 reports = None
@@ -1194,10 +1198,9 @@ def gen_label(row: dict) -> str:
 
 def gen_flags(row: dict) -> str:
     """The eval flags of a measured generation configuration, as the Markdown table shows them."""
-    flags = f"`--batch_size {row['batch_size']}`"
+    flags = f"`--batch_size {row['batch_size']}" + (" --liger`" if row.get("liger") else "`")
     flags += "" if row["cache"] == "dynamic" else f", {row['cache']} KV cache"
-    flags += ", FP8 prompt pass (dropped)" if row.get("fp8_prompt") else ""
-    return flags + (", Liger kernels" if row.get("liger") else "")
+    return flags + (", FP8 prompt pass (dropped)" if row.get("fp8_prompt") else "")
 
 
 def agreement_text(a: dict) -> str:

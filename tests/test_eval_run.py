@@ -131,40 +131,48 @@ def test_a_second_eval_into_the_same_folder_fails_naming_the_holder(tmp_path, as
     assert len(read_jsonl(out)) == 2
 
 
-def test_liger_where_it_cannot_run_is_one_line_before_anything_is_generated(tmp_path, asked, capsys):
+def test_liger_where_it_cannot_run_is_one_line_before_anything_is_generated(
+    tmp_path, asked, capsys, monkeypatch
+):
     json_file, images = _split(tmp_path, "clean")
     out = tmp_path / "run" / "predictions.jsonl"
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(_args(json_file, images, out, "--liger"))  # this box: no CUDA GPU (or no liger)
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--liger needs" in err
+    checked = []
+    monkeypatch.setattr(evaluate, "liger_problem", lambda device: checked.append(device) or "--liger needs X")
+    for extra, message in [
+        (["--liger", "--cache_implementation", "static"], "--liger with --cache_implementation static"),
+        (["--liger"], "--liger needs X"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main(_args(json_file, images, out, *extra))
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err
+    assert [d.type for d in checked] == ["cpu"]  # this process's device, asked once the flags are sound
     assert asked == [] and not out.exists()
 
 
-def test_liger_runs_generation_inside_its_kernels_and_resume_keeps_to_the_setting(
+def test_liger_reaches_every_generation_call_and_resume_keeps_to_the_setting(
     tmp_path, asked, capsys, monkeypatch
 ):
-    """--liger generates inside rrg.fused.liger_kernels and its lines say so; lines made before the flag
-    existed (no "liger" key) continue a run without it, and a resume never mixes the two."""
-    import contextlib
+    """--liger reaches generation as settings.liger (rrg.generate binds the kernels for it, and its lines
+    say so); lines made before the flag existed (no "liger" key) continue a run without it, and a resume
+    never mixes the two."""
+    seen = []
+    generate_predictions = evaluate.generate_predictions  # the fixture's stand-in
 
-    inside = []
+    def recording(model, processor, items, paths, out, identity, settings, *args, **kwargs):
+        seen.append(settings.liger)
+        generate_predictions(model, processor, items, paths, out, identity, settings, *args, **kwargs)
 
-    @contextlib.contextmanager
-    def kernels(model):
-        inside.append(True)
-        yield 0
-        inside.append(False)
-
+    monkeypatch.setattr(evaluate, "generate_predictions", recording)
     monkeypatch.setattr(evaluate, "liger_problem", lambda device: None)
-    monkeypatch.setattr(evaluate, "liger_kernels", kernels)
     json_file, images = _split(tmp_path, "clean")
     out = tmp_path / "run" / "predictions.jsonl"
-    evaluate.main(_args(json_file, images, out, "--liger", "--limit", "1"))
-    assert inside == [True, False] and read_jsonl(out)[0]["generation"]["liger"] is True
+    evaluate.main(_args(json_file, images, out, "--liger", "--image_control", "blank"))
+    assert seen == [True, True]  # the real images, then the blank control
+    assert [r["generation"]["liger"] for r in read_jsonl(out)] == [True, True]
     with pytest.raises(SystemExit):
-        evaluate.main(_args(json_file, images, out, "--resume"))  # without --liger: refused
+        evaluate.main(_args(json_file, images, out, "--resume", "--image_control", "blank"))  # no --liger
     assert f"{out}:1: made with other settings" in capsys.readouterr().err
 
     old = tmp_path / "old" / "predictions.jsonl"
