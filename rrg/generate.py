@@ -51,6 +51,11 @@ class GenerationSettings:
     # model, other rounding in the last bits, so greedy texts can differ. Predictions record it.
     liger: bool = False
 
+    def __post_init__(self) -> None:
+        if self.liger and self.cache_implementation == "static":
+            # generate() would compile the static cache's decode steps through the bound forwards: not tried
+            raise InputError("liger with the static KV cache is not supported; choose one")
+
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
