@@ -25,7 +25,7 @@ import torch
 
 from .entries import DEFAULT_IMAGE_DIR, Entry, load_entries, resolve_image
 from .fused import liger_problem
-from .generate import GenerationSettings, generate_predictions
+from .generate import ADDED_LATER, GenerationSettings, generate_predictions
 from .io import InputError, atomic_write_json, iter_jsonl
 from .lock import output_lock
 from .prompts import REFERENCE_EVAL_INSTRUCTION
@@ -211,8 +211,7 @@ def done_ids(path: Path, identity: dict[str, Any], prompts: dict[str, str] | Non
     ignore_batch = {**identity["generation"], "batch_size": None}  # batching does not change the text
     for line, record in iter_jsonl(path, allow_partial_last_line=True):
         theirs = {key: record.get(key) for key in identity}
-        # Lines from before --liger existed were made without it.
-        theirs["generation"] = {"liger": False, **(theirs["generation"] or {}), "batch_size": None}
+        theirs["generation"] = {**ADDED_LATER, **(theirs["generation"] or {}), "batch_size": None}
         if theirs != {**identity, "generation": ignore_batch}:
             raise InputError(
                 f"{path}:{line}: made with other settings than this run ({theirs} vs {identity}); "
@@ -343,9 +342,7 @@ def evaluate(config: EvalConfig) -> dict:
     if not entries:
         raise InputError(f"{config.json_file}: no entries to evaluate")
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
-    if config.liger and config.cache_implementation == "static":
-        # generate() compiles the static cache's decode steps through the modules' forwards: not tried
-        raise InputError("--liger with --cache_implementation static is not supported; choose one")
+    config.settings()  # refuses settings that do not go together, before a model is loaded
     if config.liger and (problem := liger_problem(state.device)):
         raise InputError(problem)
     if config.score:

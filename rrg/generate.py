@@ -54,7 +54,7 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if self.liger and self.cache_implementation == "static":
             # generate() would compile the static cache's decode steps through the bound forwards: not tried
-            raise InputError("liger with the static KV cache is not supported; choose one")
+            raise InputError("--liger with --cache_implementation static is not supported; choose one")
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -67,6 +67,11 @@ class GenerationSettings:
         if self.cache_implementation:
             kwargs["cache_implementation"] = self.cache_implementation
         return kwargs
+
+
+# Settings added after prediction files had been written, with the value those files were made at: a line
+# without one was made at that value (rrg.evaluate.done_ids), so it still resumes a run at that value.
+ADDED_LATER = {"liger": False}
 
 
 # --------------------------------------------------------------------------- images

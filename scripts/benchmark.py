@@ -83,7 +83,7 @@ from rrg.evaluate import EvalConfig  # noqa: E402
 from rrg.float8 import float8_problem  # noqa: E402
 from rrg.fused import liger_problem  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
-from rrg.io import atomic_write_json, read_jsonl  # noqa: E402
+from rrg.io import InputError, atomic_write_json, read_jsonl  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
 from rrg.model import load_base_model, load_processor  # noqa: E402
 from rrg.processor import build_processor, build_tokenizer, image_token_id, tokens_per_image  # noqa: E402
@@ -650,8 +650,10 @@ class GenSpec:
                 spec.liger = True
             else:
                 raise ValueError(f"unknown generation option {option!r} in {text!r} (workers=N, liger)")
-        if spec.liger and spec.cache == "static":
-            raise ValueError(f"{text!r}: liger with the static cache is not supported (eval refuses it too)")
+        try:  # the settings eval would make of it: combinations they refuse are refused here, up front
+            GenerationSettings(cache_implementation=spec.cache, liger=spec.liger)
+        except InputError as e:
+            raise ValueError(f"{text!r}: {e}") from None
         return spec
 
 

@@ -35,7 +35,9 @@ def test_generation_configs_parse_cache_and_workers():
     assert spec.liger and spec.workers == 2 and spec.cache is None
     row = {"batch_size": 256, "cache": "dynamic", "liger": True}
     assert B.gen_flags(row) == "`--batch_size 256 --liger`"
-    with pytest.raises(ValueError, match="liger with the static cache is not supported"):
+    with pytest.raises(
+        ValueError, match=r"^.256:static\+liger.: --liger with --cache_implementation static is not supported"
+    ):
         B.GenSpec.parse("256:static+liger")
     assert B.gen_label(row) == "ours bs 256 dynamic liger"
     with pytest.raises(ValueError, match="unknown generation option 'fp8prompt'"):

@@ -132,7 +132,7 @@ def test_generation_with_liger_true_runs_the_kernels_and_only_then(
     assert stand_in_liger == {"rms_norm": 2 * layers + 1, "swiglu": layers}  # the prompt pass only
     assert fused_texts == plain  # the stand-in does transformers' arithmetic
     assert not any("forward" in m.__dict__ for m in tiny_llava.modules())
-    with pytest.raises(InputError, match="liger with the static KV cache is not supported"):
+    with pytest.raises(InputError, match="--liger with --cache_implementation static is not supported"):
         GenerationSettings(liger=True, cache_implementation="static")  # compiled decode steps: not tried
 
 
