@@ -23,7 +23,6 @@ Adapters are PEFT folders: rrg.model.load_adapter(model, "lora_weight/final") or
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -31,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, NoReturn, TypeVar
 
@@ -44,11 +43,12 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import broadcast_object_list, set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
-from transformers import AutoConfig, HfArgumentParser  # noqa: E402
+from transformers import AutoConfig  # noqa: E402
 
 from rrg import checkpoints as C  # noqa: E402
 from rrg import train as T  # noqa: E402
-from rrg.cli import exits_on_input_error  # noqa: E402
+from rrg.cli import build_parser as build_settings_parser  # noqa: E402
+from rrg.cli import check_ranges, exits_on_input_error, flag  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, eval_batches, length_grouped_batches  # noqa: E402
 from rrg.float8 import convert_frozen_base_linears, float8_problem  # noqa: E402
 from rrg.io import InputError, append_jsonl, atomic_write_json  # noqa: E402
@@ -63,86 +63,81 @@ LANGUAGE_MODEL_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate
 R = TypeVar("R")
 
 
-def arg(default, help: str):
-    """A TrainConfig field: its default, and the one-line help `--help` prints (with the default)."""
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class TrainConfig:
     """Every field is a flag (`--name VALUE`; booleans `--name` / `--no_name`)."""
 
     # data
-    model_path: str = arg(
+    model_path: str = flag(
         "microsoft/llava-med-v1.5-mistral-7b",
         "Base model: the original LLaVA-Med checkpoint (converted once, cached) or an HF Llava folder / Hub id.",
     )
-    json_file: str = arg("data/train_report.json", "Training split (JSON array or JSONL of entries).")
-    image_dir: str = arg("data/images", "Folder the entries' image names are looked up in.")
-    val_json: str = arg("", "Validation split: val loss every --eval_steps and a best/ adapter ('': none).")
-    output_dir: str = arg(
+    json_file: str = flag("data/train_report.json", "Training split (JSON array or JSONL of entries).")
+    image_dir: str = flag("data/images", "Folder the entries' image names are looked up in.")
+    val_json: str = flag("", "Validation split: val loss every --eval_steps and a best/ adapter ('': none).")
+    output_dir: str = flag(
         "lora_weight", "Run folder: train_config.json, train_log.jsonl, checkpoints/, best/, final/."
     )
-    views: Literal["first", "all"] = arg("first", "How many of an entry's images go into its prompt.")
-    max_length: int = arg(2048, "Tokens per sample, image tokens included; longer reports lose their tail.")
-    skip_bad: bool = arg(
+    views: Literal["first", "all"] = flag("first", "How many of an entry's images go into its prompt.")
+    max_length: int = flag(2048, "Tokens per sample, image tokens included; longer reports lose their tail.")
+    skip_bad: bool = flag(
         False,
         "Skip (and count, in train_log.jsonl) entries with missing or unreadable images instead of stopping.",
     )
     # optimisation
-    epochs: int = arg(10, "Passes over the training split (unless --max_steps is set).")
-    max_steps: int = arg(0, "> 0: stop after this many optimizer steps, and size the schedule to them.")
+    epochs: int = flag(10, "Passes over the training split (unless --max_steps is set).")
+    max_steps: int = flag(0, "> 0: stop after this many optimizer steps, and size the schedule to them.")
     # Per-device micro-batch x accumulation = 64 samples per step, the reference's effective batch.
     # Micro-batch 8, compiled, no checkpointing was the fastest setting on an H100 (21.8 samples/s,
     # 38.3 GiB with fp32 master weights; results/benchmark-h100.json). Less memory: --gradient_checkpointing
     # --batch_size 16 --gradient_accumulation_steps 4 (13.5 samples/s, 22.5 GiB, an earlier session, before
     # master weights; with --load_in_4bit 14.1 samples/s, 15.3 GiB).
-    batch_size: int = arg(
+    batch_size: int = flag(
         8, "Micro-batch per device; the effective batch is this x --gradient_accumulation_steps x processes."
     )
-    gradient_accumulation_steps: int = arg(8, "Micro-batches per optimizer step (8 x 8 = the paper's 64).")
-    lr: float = arg(2e-4, "Peak learning rate (AdamW; fp32 master weights when the model is bf16).")
-    lr_scheduler: str = arg(
+    gradient_accumulation_steps: int = flag(8, "Micro-batches per optimizer step (8 x 8 = the paper's 64).")
+    lr: float = flag(2e-4, "Peak learning rate (AdamW; fp32 master weights when the model is bf16).")
+    lr_scheduler: str = flag(
         "cosine", "Any transformers.get_scheduler name: cosine, linear, constant_with_warmup, ..."
     )
-    warmup_ratio: float = arg(0.03, "Share of the steps spent warming the learning rate up from 0.")
-    weight_decay: float = arg(0.0, "AdamW weight decay (not on 1-D parameters).")
-    max_grad_norm: float = arg(
+    warmup_ratio: float = flag(0.03, "Share of the steps spent warming the learning rate up from 0.")
+    weight_decay: float = flag(0.0, "AdamW weight decay (not on 1-D parameters).")
+    max_grad_norm: float = flag(
         1.0, "Clip the gradient norm to this; <= 0: no clipping (the norm is still logged)."
     )
-    seed: int = arg(42, "Seed of the weights' init, the sample order and dropout.")
+    seed: int = flag(42, "Seed of the weights' init, the sample order and dropout.")
     # LoRA
-    lora_r: int = arg(64, "LoRA rank.")
-    lora_alpha: int = arg(128, "LoRA alpha (the update is scaled by alpha / r).")
+    lora_r: int = flag(64, "LoRA rank.")
+    lora_alpha: int = flag(128, "LoRA alpha (the update is scaled by alpha / r).")
     # 0.0 by default: dropout > 0 makes peft run every LoRA input through a dropout (an extra activation
     # kept for backward in each of the 224 adapted layers), which costs 15-40% step time and memory.
-    lora_dropout: float = arg(0.0, "LoRA dropout; > 0 costs 15-40%% step time and memory.")
+    lora_dropout: float = flag(0.0, "LoRA dropout; > 0 costs 15-40%% step time and memory.")
     # A bare ["q_proj", ...] list would also match CLIP's q/k/v projections (the reference adapter did).
-    target_modules: str = arg(
+    target_modules: str = flag(
         LANGUAGE_MODEL_TARGETS, "Modules that get LoRA: a regex (full match) or comma-separated names."
     )
-    train_projector: bool = arg(False, "Also train (and save) the vision-to-text projector.")
+    train_projector: bool = flag(False, "Also train (and save) the vision-to-text projector.")
     # model / speed
-    load_in_4bit: bool = arg(False, "QLoRA: nf4 base weights (CUDA only).")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = arg(
+    load_in_4bit: bool = flag(False, "QLoRA: nf4 base weights (CUDA only).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = flag(
         "auto", "Model weights' dtype; auto: bf16 on a GPU, fp32 on the CPU."
     )
-    attn_implementation: str = arg("sdpa", "transformers attention implementation (sdpa, eager, ...).")
-    gradient_checkpointing: bool = arg(
+    attn_implementation: str = flag("sdpa", "transformers attention implementation (sdpa, eager, ...).")
+    gradient_checkpointing: bool = flag(
         False, "Recompute activations in backward: ~30%% slower, far less memory."
     )
     # torch.compile each decoder layer (one graph shared by all 32) on a GPU, single-process or DDP:
     # fuses the memory-bound elementwise work around the matmuls (eager 16.8 -> 22.1 samples/s at
     # micro-batch 8 on an H100). The first micro-batch pays the compilation (~1.5 min); the first validation
     # compiles its no-grad graphs (not timed).
-    compile: bool = arg(
+    compile: bool = flag(
         True,
         "torch.compile each decoder layer on a GPU (one process or DDP): 16.8 -> 22.1 samples/s on an H100.",
     )
     # FP8 (torchao, rowwise scales) for the frozen base matmuls only: see rrg.float8.convert_frozen_base_linears.
     # On an H200: 27.2 vs 22.8 samples/s at the same memory, but its first 50 losses differ from bf16's by 1.8% on
     # average (10.1% at most; results/benchmark-h200.json): more than the 1% a default must hold, so opt-in.
-    fp8: bool = arg(
+    fp8: bool = flag(
         False,
         "FP8 matmuls for the decoder's frozen base weights (torchao, rowwise scales; LoRA, lm_head and CLIP stay "
         "bf16). Needs an FP8 GPU (H100/H200/L4/Ada), requirements-fp8.txt and --compile.",
@@ -150,36 +145,36 @@ class TrainConfig:
     # The compiler recomputes the cheapest ops (norms, activations) first. 0.7 took compiled
     # micro-batch 8 from 45.7 to 34.9 GiB on an H100. It sets the process-wide
     # torch._functorch.config.activation_memory_budget.
-    activation_memory_budget: float = arg(
+    activation_memory_budget: float = flag(
         0.7,
         "With --compile, no checkpointing: share of activation memory kept for backward (1.0: all the compiler keeps).",
     )
-    num_workers: int = arg(4, "DataLoader workers (image loading and preprocessing).")
+    num_workers: int = flag(4, "DataLoader workers (image loading and preprocessing).")
     # checkpoints, evaluation, logging
-    save_steps: int = arg(0, "Checkpoint every N optimizer steps (0: only at epoch ends).")
-    save_total_limit: int = arg(2, "Keep this run's newest N step checkpoints (0: all).")
-    eval_steps: int = arg(0, "Validation every N optimizer steps (0: at epoch ends).")
-    eval_batch_size: int = arg(0, "Validation micro-batch (0: --batch_size).")
+    save_steps: int = flag(0, "Checkpoint every N optimizer steps (0: only at epoch ends).")
+    save_total_limit: int = flag(2, "Keep this run's newest N step checkpoints (0: all).")
+    eval_steps: int = flag(0, "Validation every N optimizer steps (0: at epoch ends).")
+    eval_batch_size: int = flag(0, "Validation micro-batch (0: --batch_size).")
     # A log line reads the loss back from the GPU (a wait for it); steps in between never do. On an H100
     # one line per step cost nothing measurable: 22.07 samples/s vs 22.10 with one per 10 steps.
-    logging_steps: int = arg(
+    logging_steps: int = flag(
         1,
         "A train_log.jsonl line (and a finite-loss check) every N steps, before checkpoints and validations.",
     )
-    report_to: Literal["none", "tensorboard"] = arg(
+    report_to: Literal["none", "tensorboard"] = flag(
         "none", "Also log to TensorBoard (output_dir/tensorboard)."
     )
-    resume: str = arg(
+    resume: str = flag(
         "",
         "Continue a run: bare --resume = the newest intact checkpoint in output_dir, or a checkpoint folder "
         "(its settings must match).",
     )
-    overwrite: bool = arg(
+    overwrite: bool = flag(
         False,
         "Start over in an output_dir that holds a run: delete its train_config.json, train_log.jsonl, "
         "checkpoints/, best/, final/, tensorboard/ (nothing else).",
     )
-    stop_after_steps: int = arg(
+    stop_after_steps: int = flag(
         0, "Checkpoint and exit after N optimizer steps, as if killed (time-boxed jobs)."
     )
 
@@ -235,41 +230,8 @@ def run_fingerprint(cfg: TrainConfig, accelerator: Accelerator) -> dict:
     return C.fingerprint(settings)
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and every flag's default after its help."""
-
-    def _get_help_string(self, action):
-        text = super()._get_help_string(action)
-        return text.replace("%(default)s", "''") if action.default == "" else text
-
-
-class Switch(argparse.Action):
-    """A boolean flag read as `--name` (on) / `--no_name` (off)."""
-
-    def __init__(self, option_strings, dest, **kwargs):
-        name = option_strings[0].removeprefix("--")
-        super().__init__([f"--{name}", f"--no_{name}"], dest, nargs=0, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, not option_string.startswith("--no_"))
-
-    def format_usage(self) -> str:
-        return " | ".join(self.option_strings)
-
-
-class ConfigParser(HfArgumentParser):
-    """HfArgumentParser (a flag per field, help from the field's metadata), booleans as Switch."""
-
-    @staticmethod
-    def _parse_dataclass_field(parser, field):
-        if field.type is bool:
-            parser.add_argument(f"--{field.name}", action=Switch, default=field.default, **field.metadata)
-        else:
-            HfArgumentParser._parse_dataclass_field(parser, field)
-
-
-def build_parser() -> ConfigParser:
-    return ConfigParser(TrainConfig, description=__doc__, formatter_class=HelpFormatter)
+def build_parser():
+    return build_settings_parser(TrainConfig, description=__doc__)
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
@@ -279,6 +241,7 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
             argv.insert(i + 1, "latest")
             break
     (config,) = build_parser().parse_args_into_dataclasses(args=argv)
+    check_ranges(config)
     if config.resume and config.overwrite:
         raise InputError("--resume continues the run in output_dir, --overwrite deletes it: pass one of them")
     return config
