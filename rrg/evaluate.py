@@ -140,6 +140,15 @@ class EvalConfig:
         },
     )
 
+    decoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "graphs: greedy decoding with its steps replayed as CUDA graphs (rrg.graph_decode; "
+            "default for greedy decoding); generate: transformers' generate (default with beams, sampling "
+            "or the static cache)"
+        },
+    )
+
     def settings(self) -> GenerationSettings:
         return GenerationSettings(
             max_new_tokens=self.max_new_tokens,
@@ -150,6 +159,7 @@ class EvalConfig:
             batch_size=self.batch_size,
             cache_implementation=self.cache_implementation,
             liger=self.liger,
+            decoder=self.decoder,
         )
 
     def predictions_path(self) -> Path:

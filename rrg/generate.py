@@ -23,6 +23,7 @@ from transformers import BatchFeature
 
 from .entries import Entry
 from .fused import liger_kernels
+from .graph_decode import GreedyDecoder, GreedyRules
 from .io import InputError, append_jsonl
 from .kv_cache import PreallocatedCache
 from .processor import check_image_tokens, image_token_id, tokens_per_image
@@ -50,11 +51,25 @@ class GenerationSettings:
     # Liger's Triton kernels for the prompt pass's RMSNorms and MLPs (rrg.fused; eval --liger): the same
     # model, other rounding in the last bits, so greedy texts can differ. Predictions record it.
     liger: bool = False
+    # "graphs": rrg.graph_decode's greedy loop, its decode steps replayed as CUDA graphs on a GPU (eager
+    # elsewhere, the same arithmetic); "generate": transformers' generate. None picks graphs for greedy
+    # decoding with the dynamic cache and generate otherwise; lines record the choice.
+    decoder: str | None = None
 
     def __post_init__(self) -> None:
         if self.liger and self.cache_implementation == "static":
             # generate() would compile the static cache's decode steps through the bound forwards: not tried
             raise InputError("--liger with --cache_implementation static is not supported; choose one")
+        greedy = self.num_beams == 1 and not self.do_sample and self.cache_implementation is None
+        if self.decoder is None:
+            self.decoder = "graphs" if greedy else "generate"
+        if self.decoder not in ("graphs", "generate"):
+            raise InputError(f"--decoder must be graphs or generate (got {self.decoder!r})")
+        if self.decoder == "graphs" and not greedy:
+            raise InputError(
+                "--decoder graphs decodes greedily with the dynamic cache: with --num_beams, --do_sample "
+                "or --cache_implementation use --decoder generate"
+            )
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -71,7 +86,7 @@ class GenerationSettings:
 
 # Settings added after prediction files had been written, with the value those files were made at: a line
 # without one was made at that value (rrg.evaluate.done_ids), so it still resumes a run at that value.
-ADDED_LATER = {"liger": False}
+ADDED_LATER = {"liger": False, "decoder": "generate"}
 
 
 # --------------------------------------------------------------------------- images
@@ -160,12 +175,29 @@ def assemble_batch(
 
 
 @torch.inference_mode()
-def generate_from_inputs(model, processor, inputs, settings: GenerationSettings) -> list[str]:
-    """Generate for an encoded batch and decode only the new tokens."""
+def generate_from_inputs(
+    model, processor, inputs, settings: GenerationSettings, decoder: GreedyDecoder | None = None
+) -> list[str]:
+    """Generate for an encoded batch and decode only the new tokens.
+
+    With settings.decoder "graphs", `decoder` (one per run, so its buffers and graphs serve every batch)
+    decodes; without one, a decoder is made for this call.
+    """
     device = model.get_input_embeddings().weight.device
     dtype = model.get_input_embeddings().weight.dtype  # embeddings are never quantised
     inputs = inputs.to(device)
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    if settings.decoder == "graphs":
+        rules = GreedyRules.from_config(model.generation_config, processor.tokenizer.pad_token_id)
+        own = decoder is None
+        decoder = decoder or GreedyDecoder(model)
+        try:
+            with liger_kernels(model) if settings.liger else contextlib.nullcontext():
+                new_tokens = decoder.generate(inputs, settings.max_new_tokens, rules)
+        finally:
+            if own:
+                decoder.release()
+        return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
     cache = None
     if settings.cache_implementation is None:  # the dynamic cache, without its per-step copies
         cache = PreallocatedCache.for_generation(model, inputs["input_ids"].shape[1], settings.max_new_tokens)
@@ -191,12 +223,17 @@ def generate_batch(
     """One answer per (question, views) pair; batches of settings.batch_size, in order."""
     settings = settings or GenerationSettings()
     per_image = tokens_per_image(model.config)
+    decoder = GreedyDecoder(model) if settings.decoder == "graphs" else None
     answers: list[str] = []
-    for start in range(0, len(questions), settings.batch_size):
-        chunk = slice(start, start + settings.batch_size)
-        views = [[load_image(x) for x in study] for study in images[chunk]]
-        inputs = encode_batch(processor, questions[chunk], views, per_image)
-        answers += generate_from_inputs(model, processor, inputs, settings)
+    try:
+        for start in range(0, len(questions), settings.batch_size):
+            chunk = slice(start, start + settings.batch_size)
+            views = [[load_image(x) for x in study] for study in images[chunk]]
+            inputs = encode_batch(processor, questions[chunk], views, per_image)
+            answers += generate_from_inputs(model, processor, inputs, settings, decoder)
+    finally:
+        if decoder is not None:
+            decoder.release()
     return answers
 
 
@@ -335,9 +372,14 @@ def generate_predictions(
         )
         return batch, inputs
 
+    # One decoder for the run (its buffers and graphs serve every batch), freed before a smaller retry.
+    decoder = GreedyDecoder(model) if settings.decoder == "graphs" else None
+
     @find_executable_batch_size(starting_batch_size=settings.batch_size)
     def generate_rest(batch_size: int) -> None:
         nonlocal done
+        if decoder is not None:
+            decoder.release()
         if tried:
             print(f"warning: out of GPU memory at batch size {tried[-1]}: going on at {batch_size}")
         tried.append(batch_size)
@@ -349,7 +391,7 @@ def generate_predictions(
         # (exit code 1, H100 host); started here, a run of the same phases went through.
         batches = run_ahead(map(with_inputs, batches_of(iter(loader), batch_size)))
         for batch, inputs in batches:
-            predictions = generate_from_inputs(model, processor, inputs, settings)
+            predictions = generate_from_inputs(model, processor, inputs, settings, decoder)
             lines = [
                 prediction_line(entry, names, prediction, identity)
                 for (entry, names, _), prediction in zip(batch, predictions)
@@ -359,5 +401,9 @@ def generate_predictions(
             bar.update(len(batch))
 
     desc = f"generate ({identity['image_control']})"
-    with tqdm(total=len(items), desc=desc, unit="report", disable=not progress) as bar:
-        generate_rest()
+    try:
+        with tqdm(total=len(items), desc=desc, unit="report", disable=not progress) as bar:
+            generate_rest()
+    finally:
+        if decoder is not None:
+            decoder.release()

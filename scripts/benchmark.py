@@ -83,6 +83,7 @@ from rrg.evaluate import EvalConfig  # noqa: E402
 from rrg.float8 import float8_problem  # noqa: E402
 from rrg.fused import liger_problem  # noqa: E402
 from rrg.generate import GenerationSettings, encode_batch, generate_predictions, study_loader  # noqa: E402
+from rrg.graph_decode import GreedyDecoder, GreedyRules  # noqa: E402
 from rrg.io import InputError, atomic_write_json, read_jsonl  # noqa: E402
 from rrg.kv_cache import PreallocatedCache  # noqa: E402
 from rrg.model import load_base_model, load_processor  # noqa: E402
@@ -634,6 +635,8 @@ class GenSpec:
     compile_backend: str | None = None
     # eval --liger (GenerationSettings.liger): Liger's kernels for the prompt pass's RMSNorms and MLPs
     liger: bool = False
+    # eval --decoder: "graphs" (rrg.graph_decode) or "generate"; None: GenerationSettings' choice
+    decoder: str | None = None
 
     @classmethod
     def parse(cls, text: str, workers: int = EvalConfig.num_workers) -> GenSpec:
@@ -648,10 +651,14 @@ class GenSpec:
                 spec.workers = int(option.split("=", 1)[1])
             elif option == "liger":
                 spec.liger = True
+            elif option in ("graphs", "generate"):
+                spec.decoder = option
             else:
-                raise ValueError(f"unknown generation option {option!r} in {text!r} (workers=N, liger)")
+                raise ValueError(
+                    f"unknown generation option {option!r} in {text!r} (workers=N, liger, graphs, generate)"
+                )
         try:  # the settings eval would make of it: combinations they refuse are refused here, up front
-            GenerationSettings(cache_implementation=spec.cache, liger=spec.liger)
+            GenerationSettings(cache_implementation=spec.cache, liger=spec.liger, decoder=spec.decoder)
         except InputError as e:
             raise ValueError(f"{text!r}: {e}") from None
         return spec
@@ -738,6 +745,7 @@ def our_generation(
                 batch_size=batch_size,
                 cache_implementation=spec.cache,
                 liger=spec.liger,
+                decoder=spec.decoder,
             )
             if spec.cache == "static":  # set on other caches, transformers warns that it cannot compile
                 model.generation_config.compile_config = decode_compile_config(spec.compile_backend)
@@ -798,6 +806,7 @@ def our_generation(
                 row["cache"] += f"@{spec.compile_backend}"
             if spec.liger:
                 row["liger"] = True
+            row["decoder"] = settings.decoder
             results.append(row)
             texts.append(reports)
             with_agreement(results, texts, lambda t: processor.tokenizer.encode(t, add_special_tokens=False))
@@ -898,6 +907,26 @@ def profile_decode(model, inputs, cache, steps: int = 3) -> dict:
     }
 
 
+def profile_graph_decode(generate: Callable[[int], None], cfg: BenchConfig) -> dict:
+    """GPU busy time of a decode step replayed as a CUDA graph: a whole generation profiled, less its
+    prompt pass (a generation of one token), per step."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as first:
+        generate(1)
+    with torch.profiler.profile(activities=activities) as full:
+        generate(cfg.new_tokens)
+    steps = cfg.new_tokens - 1
+    prompt, whole = gpu_time_split(first, 1), gpu_time_split(full, 1)
+    return {
+        "gpu_busy_ms_per_step": (whole["gpu_busy_ms"] - prompt["gpu_busy_ms"]) / steps,
+        "gpu_ms_by_kind": {
+            k: (v - prompt["gpu_ms_by_kind"].get(k, 0.0)) / steps for k, v in whole["gpu_ms_by_kind"].items()
+        },
+        "prompt_pass": {k: v for k, v in prompt.items() if k != "top_kernels"},
+        "top_kernels": whole["top_kernels"],
+    }
+
+
 @torch.inference_mode()
 def diagnose_generation(
     model_dir: Path, entries, image_dir: Path, reports_csv: Path, cfg: BenchConfig
@@ -939,12 +968,18 @@ def diagnose_generation(
         ("equal", ATTENTION, "preallocated"),
         ("padded", "sdpa", "dynamic"),
         ("padded", ATTENTION, "preallocated"),
+        ("padded", ATTENTION, "graphs"),
         ("padded", ATTENTION, "static_eager"),
         ("padded", ATTENTION, "static_compiled"),
     ]
+    decoder = GreedyDecoder(model)
 
     def generate(batch, n: int, cache: str) -> None:
         model.generation_config.min_new_tokens = n
+        if cache == "graphs":
+            decoder.generate(batch, n, GreedyRules.from_config(model.generation_config, 0))
+            torch.cuda.synchronize()
+            return
         if cache.startswith("static"):
             kwargs = {"cache_implementation": "static", "disable_compile": cache == "static_eager"}
         else:
@@ -972,7 +1007,11 @@ def diagnose_generation(
                 "decode_ms_per_step": 1000 * (full["s"] - first["s"]) / (cfg.new_tokens - 1),
                 "reports_per_s": batch_size / full["s"],
             }
-            if attention == ATTENTION and not cache.startswith("static"):
+            if cache == "graphs":
+                rows[name]["profile"] = profile_graph_decode(lambda n, b=batch: generate(b, n, "graphs"), cfg)
+                print(rows[name]["profile"].pop("top_kernels"), flush=True)
+                decoder.release()
+            elif attention == ATTENTION and not cache.startswith("static"):
                 rows[name]["profile"] = profile_decode(model, batch, kv_cache(batch, cache))
                 print(rows[name]["profile"].pop("top_kernels"), flush=True)
         except Exception as e:  # an unsupported cache or compile failure: record it, try the next
@@ -1193,6 +1232,8 @@ def gen_label(row: dict) -> str:
         label += " fp8 prompt"
     if row.get("liger"):
         label += " liger"
+    if row.get("decoder") == "graphs":  # rows of earlier runs were made with generate()
+        label += " graphs"
     if "workers" in row:  # rows of earlier runs did not record them
         label += f" {row['workers']} workers"
     return label
@@ -1200,7 +1241,8 @@ def gen_label(row: dict) -> str:
 
 def gen_flags(row: dict) -> str:
     """The eval flags of a measured generation configuration, as the Markdown table shows them."""
-    flags = f"`--batch_size {row['batch_size']}" + (" --liger`" if row.get("liger") else "`")
+    flags = f"`--batch_size {row['batch_size']}" + (" --liger" if row.get("liger") else "")
+    flags += f" --decoder {row.get('decoder', 'generate')}`"
     flags += "" if row["cache"] == "dynamic" else f", {row['cache']} KV cache"
     return flags + (", FP8 prompt pass (dropped)" if row.get("fp8_prompt") else "")
 

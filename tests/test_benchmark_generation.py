@@ -34,7 +34,7 @@ def test_generation_configs_parse_cache_and_workers():
     spec = B.GenSpec.parse("256+liger+workers=2")
     assert spec.liger and spec.workers == 2 and spec.cache is None
     row = {"batch_size": 256, "cache": "dynamic", "liger": True}
-    assert B.gen_flags(row) == "`--batch_size 256 --liger`"
+    assert B.gen_flags(row) == "`--batch_size 256 --liger --decoder generate`"  # rows before graphs
     with pytest.raises(
         ValueError, match=r"^.256:static\+liger.: --liger with --cache_implementation static is not supported"
     ):
@@ -43,7 +43,14 @@ def test_generation_configs_parse_cache_and_workers():
     with pytest.raises(ValueError, match="unknown generation option 'fp8prompt'"):
         B.GenSpec.parse("256+fp8prompt")  # measured and dropped (rrg/float8.py says why)
     row = {"batch_size": 256, "cache": "dynamic", "fp8_prompt": True}  # run 13's row still reads
-    assert B.gen_flags(row) == "`--batch_size 256`, FP8 prompt pass (dropped)"
+    assert B.gen_flags(row) == "`--batch_size 256 --decoder generate`, FP8 prompt pass (dropped)"
+    assert B.GenSpec.parse("256+generate").decoder == "generate"
+    spec = B.GenSpec.parse("256+graphs")
+    assert spec.decoder == "graphs"
+    row = {"batch_size": 256, "cache": "dynamic", "decoder": "graphs"}
+    assert (B.gen_label(row), B.gen_flags(row)) == ("ours bs 256 dynamic graphs", "`--batch_size 256 --decoder graphs`")
+    with pytest.raises(ValueError, match="--decoder graphs decodes greedily"):
+        B.GenSpec.parse("256:static+graphs")
 
 
 def test_decode_steps_under_the_cudagraphs_backend_generate_the_eager_tokens(tiny_model_dir, xray_paths):
@@ -130,18 +137,18 @@ def static_report() -> dict:
 
 def test_markdown_shows_each_row_and_its_agreement():
     table = B.markdown_table(static_report())
-    assert "| ours, `--batch_size 256`, static KV cache | 40.00 | 48.0 |" in table
-    assert "| ours, `--batch_size 256` | 31.05 | 55.5 | 112x |" in table
-    assert "| `--batch_size 256`, static KV cache vs `--batch_size 256` | 1280 | 50.0% | 37.2 |" in table
+    assert "| ours, `--batch_size 256 --decoder generate`, static KV cache | 40.00 | 48.0 |" in table
+    assert "| ours, `--batch_size 256 --decoder generate` | 31.05 | 55.5 | 112x |" in table
+    assert "| `--batch_size 256 --decoder generate`, static KV cache vs `--batch_size 256 --decoder generate` | 1280 | 50.0% | 37.2 |" in table
 
 
 def test_markdown_of_the_committed_results_tags_each_row_with_its_run():
     """The README's tables from the committed results, which gather several invocations."""
     table = B.markdown_table(json.loads((REPO / "results" / "benchmark-h100.json").read_text()))
-    assert "| ours, `--batch_size 256` (run 7) | 31.05 | 55.5 | 112x |" in table
+    assert "| ours, `--batch_size 256 --decoder generate` (run 7) | 31.05 | 55.5 | 112x |" in table
     assert "| ours `--batch_size 8 --fp8` (run 10) | 25.90 |" in table
     assert (
-        "| `--batch_size 256`, static@cudagraphs KV cache (run 10) vs `--batch_size 256` (run 10) | 768 | 0.0% | 7.9 |"
+        "| `--batch_size 256 --decoder generate`, static@cudagraphs KV cache (run 10) vs `--batch_size 256 --decoder generate` (run 10) | 768 | 0.0% | 7.9 |"
         in table
     )
     assert "| ours `--batch_size 8 --fp8` (run 10) | 22 | 22.59% | 7.03% |" in table

@@ -192,7 +192,7 @@ def test_generation_is_bounded_by_max_new_tokens(tiny, xray_paths, monkeypatch):
 
     monkeypatch.setattr(model, "generate", spy)
     generate_batch(model, processor, ["Describe.", "Report."], [[xray_paths[0]], [xray_paths[1]]],
-                   GenerationSettings(max_new_tokens=5, batch_size=2))  # fmt: skip
+                   GenerationSettings(max_new_tokens=5, batch_size=2, decoder="generate"))  # fmt: skip
     # The random tiny model never writes </s>, so it stops exactly at the bound (not the default 20).
     assert lengths == [5]
 
