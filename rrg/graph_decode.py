@@ -85,33 +85,44 @@ class GreedyRules:
         )
 
 
-class GraphLayer(DynamicLayer):
-    """A cache layer whose keys/values are written in place at the cache's write positions (a tensor),
-    and read up to the cache's read length."""
+class Cursor:
+    """Where a forward writes (positions, a GPU tensor) and how far it reads, shared by a cache's layers.
 
-    def __init__(self, cache: GraphCache, keys: torch.Tensor, values: torch.Tensor):
+    Layers hold this rather than their cache: a layer -> cache -> layer cycle would keep the buffers
+    alive until the garbage collector ran, tens of GiB past `release()`.
+    """
+
+    def __init__(self) -> None:
+        self.write_positions: torch.Tensor | None = None
+        self.read_len = 0
+
+
+class GraphLayer(DynamicLayer):
+    """A cache layer whose keys/values are written in place at the cursor's write positions (a tensor),
+    and read up to the cursor's read length."""
+
+    def __init__(self, cursor: Cursor, keys: torch.Tensor, values: torch.Tensor):
         super().__init__()
-        self.cache, self.key_buffer, self.value_buffer = cache, keys, values
+        self.cursor, self.key_buffer, self.value_buffer = cursor, keys, values
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        positions = self.cache.write_positions
+        positions = self.cursor.write_positions
         self.key_buffer.index_copy_(2, positions, key_states.to(self.key_buffer.dtype))
         self.value_buffer.index_copy_(2, positions, value_states.to(self.value_buffer.dtype))
-        self.keys = self.key_buffer[:, :, : self.cache.read_len]
-        self.values = self.value_buffer[:, :, : self.cache.read_len]
+        self.keys = self.key_buffer[:, :, : self.cursor.read_len]
+        self.values = self.value_buffer[:, :, : self.cursor.read_len]
         self.is_initialized = True
         self.dtype, self.device = self.keys.dtype, self.keys.device
         return self.keys, self.values
 
 
 class GraphCache(DynamicCache):
-    """A DynamicCache over preallocated buffers; `write_positions` and `read_len` are set per forward."""
+    """A DynamicCache over preallocated buffers; its cursor is set before each forward."""
 
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
         super().__init__()
-        self.write_positions: torch.Tensor | None = None
-        self.read_len = 0
-        self.layers = [GraphLayer(self, k, v) for k, v in zip(keys, values)]
+        self.cursor = Cursor()
+        self.layers = [GraphLayer(self.cursor, k, v) for k, v in zip(keys, values)]
 
 
 def cache_argument(model) -> str:
@@ -245,7 +256,7 @@ class GreedyDecoder:
     def _step(self, state: _Batch, cache: GraphCache, read_len: int) -> None:
         """Feed each sequence's last token at the write position, choose the next."""
         state.valid.index_fill_(1, state.write_position, True)
-        cache.write_positions, cache.read_len = state.write_position, read_len
+        cache.cursor.write_positions, cache.cursor.read_len = state.write_position, read_len
         mask = state.valid[:, None, None, :read_len]
         if self.additive_mask:
             mask = torch.zeros(mask.shape, dtype=self.dtype, device=self.device).masked_fill(
@@ -304,8 +315,8 @@ class GreedyDecoder:
         state.step.zero_()
         # Positions count each sequence's own tokens (left padding takes none), as generate() counts them.
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        cache.write_positions = torch.arange(length, device=self.device)
-        cache.read_len = length
+        cache.cursor.write_positions = torch.arange(length, device=self.device)
+        cache.cursor.read_len = length
         extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
         output = self.model(
             input_ids=input_ids,

@@ -1,7 +1,8 @@
 """GPU benchmark: the reference paper's recipe beside ours, on the exact LLaVA-Med-v1.5-Mistral-7B architecture.
 
     python scripts/benchmark.py                        # every phase, one process
-    python scripts/benchmark.py --phases lora,qlora    # some phases (also: reference, generation, diagnose, gen_diagnose)
+    python scripts/benchmark.py --phases lora,qlora    # some phases (also: reference, generation, diagnose, gen_diagnose,
+                                                       # decoder_agreement)
     python scripts/benchmark.py --quick                # a smoke check of every phase, not figures to report
     python scripts/benchmark.py --markdown results/benchmark-h100.json   # the README table, no GPU
 
@@ -20,11 +21,12 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      lora=q_proj/v_proj (LoRA on these decoder projections only: what the seven adapters cost));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
-     100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N][+liger]);
+     100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N][+liger][+graphs|+generate]);
      each configuration after the first of its batch size is compared with that first one: the share of identical reports
      and where the others first differ (`agreement`; e.g. "256,256:static": the static cache against ours).
 Diagnostics, on request: diagnose (data loader alone, one training micro-batch alone, a profile) and
-gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache and padding).
+gen_diagnose (one generation batch: prompt pass vs decode steps, per attention, KV cache and padding),
+decoder_agreement (decoder graphs against generate() on one batch, with the logit margin where they part).
 Compiled configurations pay their compilation in the warm-up; graphs_compiled_while_timed shows none
 happened inside the timed window.
 
@@ -1020,6 +1022,72 @@ def diagnose_generation(
     return rows
 
 
+def logit_margins_in_ulps(logits: torch.Tensor, reference: torch.Tensor, other: torch.Tensor) -> dict:
+    """Where two greedy decodings of the same prompts part: for each sequence whose tokens differ, the
+    margin by which the reference's token led the other's at the first difference, in the reference's
+    own logits (the prefixes are equal there), in bf16 spacings (2^-7 of the reference logit's power of
+    two). A margin of a few spacings is the other decoding's rounding, not another model."""
+    firsts, margins = [], []
+    for b in range(reference.shape[0]):
+        differ = (reference[b] != other[b]).nonzero()
+        if not len(differ):
+            continue
+        t = int(differ[0])
+        row = logits[b, t].float()
+        lead, theirs = row[reference[b, t]], row[other[b, t]]
+        spacing = 2.0 ** (torch.floor(torch.log2(lead.abs().clamp(min=1e-30))) - 7)
+        firsts.append(t)
+        margins.append(float((lead - theirs) / spacing))
+    return {
+        "sequences": int(reference.shape[0]),
+        "identical": int(reference.shape[0]) - len(firsts),
+        "mean_first_difference_token": float(np.mean(firsts)) if firsts else None,
+        "margin_spacings_median": float(np.median(margins)) if margins else None,
+        "margin_spacings_max": float(max(margins)) if margins else None,
+    }
+
+
+@torch.inference_mode()
+def decoder_agreement(model_dir: Path, entries, image_dir: Path, reports_csv: Path, cfg: BenchConfig) -> dict:
+    """The greedy tokens of decoder 'graphs' (rrg.graph_decode) against generate()'s on one batch of
+    --gen_diagnose_batch prompts, padded (real indications) and of one length (the default question),
+    with the logit margin at each first difference (logit_margins_in_ulps)."""
+    batch_size, n = cfg.gen_diagnose_batch, cfg.new_tokens
+    model = load_base_model(str(model_dir), device_map={"": 0}).eval()
+    processor = load_processor(str(model_dir))
+    chosen = entries[:batch_size]
+    views = [[Image.open(image_dir / e.images[0]).convert("RGB")] for e in chosen]
+    prompts = {
+        "equal": [e.prompt for e in chosen],
+        "padded": [report_question(i) for i in real_indications(reports_csv, batch_size)],
+    }
+    model.generation_config.min_new_tokens = n
+    rules = GreedyRules.from_config(model.generation_config, processor.tokenizer.pad_token_id)
+    rows: dict = {"batch_size": batch_size, "new_tokens": n}
+    for name, questions in prompts.items():
+        inputs = encode_batch(processor, questions, views, tokens_per_image(model.config)).to("cuda")
+        inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+        length = inputs["input_ids"].shape[1]
+        cache = PreallocatedCache.for_generation(model, length, n)
+        out = model.generate(
+            **inputs, max_new_tokens=n, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,
+            past_key_values=cache, return_dict_in_generate=True, output_logits=True,
+        )  # fmt: skip
+        reference, logits = out.sequences[:, length:], torch.stack(out.logits, 1)
+        del out, cache
+        decoder = GreedyDecoder(model)
+        graphs = decoder.generate(inputs, n, rules)
+        decoder.release()
+        rows[name] = {
+            "padding_share": float(1 - inputs["attention_mask"].float().mean()),
+            **logit_margins_in_ulps(logits, reference, graphs),
+        }
+        del logits
+        free_gpu()
+        print(f"decoder agreement {name}:", json.dumps(rows[name]), flush=True)
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1468,6 +1536,9 @@ def main() -> None:
         free_gpu()
     if "gen_diagnose" in phases:
         keep("gen_diagnose", diagnose_generation(model_dir, entries, image_dir, reports_csv, cfg))
+        free_gpu()
+    if "decoder_agreement" in phases:
+        keep("decoder_agreement", decoder_agreement(model_dir, entries, image_dir, reports_csv, cfg))
         free_gpu()
     if "diagnose" in phases:
         keep("diagnose", diagnose(model_dir, dataset, collator, cfg))

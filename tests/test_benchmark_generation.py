@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -188,3 +189,16 @@ def test_liger_kernels_where_they_cannot_run_stop_before_anything_is_built(monke
     ):
         B.check_generation_specs(B.BenchConfig(gen_configs="256,256+liger"), {"generation"})
     B.check_generation_specs(B.BenchConfig(gen_configs="256"), {"generation"})  # none asked for: no check
+
+
+def test_logit_margins_count_spacings_at_the_first_difference():
+    reference = torch.tensor([[5, 6, 7], [1, 2, 3], [4, 4, 4]])
+    other = torch.tensor([[5, 6, 7], [1, 9, 3], [8, 4, 4]])
+    logits = torch.zeros(3, 3, 10)
+    logits[1, 1, 2], logits[1, 1, 9] = 1.5, 1.5 - 3 * 2.0**-7  # 3 spacings of a logit in [1, 2)
+    logits[2, 0, 4], logits[2, 0, 8] = 4.0, 4.0 - 2.0**-5  # 1 spacing of a logit in [4, 8)
+    result = B.logit_margins_in_ulps(logits, reference, other)
+    assert result == {
+        "sequences": 3, "identical": 1, "mean_first_difference_token": 0.5,
+        "margin_spacings_median": 2.0, "margin_spacings_max": 3.0,
+    }  # fmt: skip

@@ -141,3 +141,24 @@ def test_graph_replays_equal_eager_steps_on_the_gpu(tiny_model_dir, xray_paths):
     eager = GreedyDecoder(model, bucket=4, use_graphs=False)
     assert torch.equal(graphs.generate(inputs, 20, r), eager.generate(inputs, 20, r))
     assert graphs.batches[3].graphs  # steps really were captured
+
+
+def test_nothing_of_a_generation_outlives_it_without_the_garbage_collector(tiny, xray_paths):
+    """No reference cycle: a cache and its layers (views of tens of GiB of buffers on a GPU) are freed by
+    reference counting when a generation returns, not whenever the garbage collector next runs."""
+    import gc
+
+    from rrg.graph_decode import GraphCache, GraphLayer
+
+    model, processor = tiny
+    inputs = batch(tiny, xray_paths)
+    gc.collect()
+    gc.disable()
+    try:
+        decoder = GreedyDecoder(model, bucket=4)
+        decoder.generate(inputs, 3, rules(model, processor))
+        decoder.release()
+        alive = [o for o in gc.get_objects() if isinstance(o, (GraphCache, GraphLayer))]
+    finally:
+        gc.enable()
+    assert alive == []
