@@ -164,11 +164,11 @@ def test_out_of_memory_reduces_the_batch_and_loses_nothing(split, tiny, tmp_path
     sizes = []
     real = generate.generate_from_inputs
 
-    def small_gpu(model, processor, inputs, settings):
+    def small_gpu(model, processor, inputs, settings, decoder=None):
         sizes.append(len(inputs["input_ids"]))
         if len(inputs["input_ids"]) > 2:  # what a batch too large for the GPU raises
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(model, processor, inputs, settings)
+        return real(model, processor, inputs, settings, decoder)
 
     monkeypatch.setattr(generate, "generate_from_inputs", small_gpu)
     out = tmp_path / "predictions.jsonl"
@@ -273,7 +273,7 @@ def test_eval_end_to_end_with_blank_control(split, tiny_model_dir, tmp_path, cap
     assert lines[0]["model"] == str(tiny_model_dir) and lines[0]["adapter"] is None
     assert lines[0]["generation"] == {
         "max_new_tokens": 6, "num_beams": 1, "do_sample": False, "temperature": 1.0, "seed": 0, "batch_size": 3,
-        "cache_implementation": None, "liger": False,
+        "cache_implementation": None, "liger": False, "decoder": "graphs",
     }  # fmt: skip
     assert lines[0]["reference"].startswith("Findings: lungs clear 0.")
     blank_lines = read_jsonl(out.with_name("predictions.blank.jsonl"))
@@ -340,7 +340,7 @@ def test_empty_prediction_is_kept_and_counted(split, tiny_model_dir, tmp_path, m
     monkeypatch.setattr(
         generate,
         "generate_from_inputs",
-        lambda model, processor, inputs, settings: [""] * len(inputs["input_ids"]),
+        lambda model, processor, inputs, settings, decoder=None: [""] * len(inputs["input_ids"]),
     )
     out = tmp_path / "predictions.jsonl"
     card = load_script("llava").main(eval_args(json_file, image_dir, tiny_model_dir, out, "--limit", "2"))
