@@ -5,7 +5,7 @@ the run it continues and refuses on any difference, naming it.
 Images enter by (name -> path relative to the image folder, size, mtime_ns): one stat per image, no read.
 A replaced or re-encoded image gets a new mtime, another --image_dir holds other files (or the same files
 with other mtimes: a plain `cp` refuses, on the safe side; `cp -a`/`rsync -a`, the same data, resumes).
-A content hash would also accept a plain copy, but reads every image (~1 GB for the training split) at
+A content hash would also accept a plain copy, but reads every image (~7,000 for the training split) at
 every start; the stat never lets a changed file through unless its mtime was put back on purpose.
 """
 
@@ -21,7 +21,13 @@ from pathlib import Path
 from .checkpoints import file_sha256
 
 # The files of an adapter folder that decide what it computes (peft's names; the paper's .bin too).
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+# non_lora_trainables.bin: the fully-tuned modules LLaVA's LoRA runs save beside the adapter (rrg.adapters).
+ADAPTER_FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "non_lora_trainables.bin",
+)
 
 
 def image_signature(path: Path | None, image_dir: str | os.PathLike) -> list | None:
