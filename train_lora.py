@@ -51,6 +51,7 @@ from rrg.cli import build_parser as build_settings_parser  # noqa: E402
 from rrg.cli import check_ranges, exits_on_input_error, flag  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, eval_batches, length_grouped_batches  # noqa: E402
 from rrg.float8 import convert_frozen_base_linears, float8_problem  # noqa: E402
+from rrg.inputs import split_images_sha256  # noqa: E402
 from rrg.io import InputError, append_jsonl, atomic_write_json  # noqa: E402
 from rrg.lock import output_lock  # noqa: E402
 from rrg.model import load_base_model, load_processor, resolve_model_path  # noqa: E402
@@ -182,8 +183,8 @@ class TrainConfig:
 # Settings that do not change what is trained (where, how fast, how often it is written or logged), left
 # out of the run's fingerprint: a run may be resumed with other values of these. compile, attention and
 # checkpointing change only the arithmetic's order. json_file/val_json enter by their content's sha256
-# (a moved copy is the same data; a re-generated split is not); image_dir and the images do not: the
-# split file names every image, and hashing ~7,000 PNGs at every start costs more than it guards.
+# (a moved copy is the same data; a re-generated split is not); image_dir enters as what the entries'
+# images resolve to in it (images_sha256: each file's place, size and mtime; see rrg.inputs).
 NOT_FINGERPRINTED = (
     "output_dir",
     "json_file",
@@ -225,6 +226,10 @@ def run_fingerprint(cfg: TrainConfig, accelerator: Accelerator) -> dict:
         if path and not Path(path).is_file():
             raise InputError(f"{path}: file not found (--{name})")
         settings[f"{name}_sha256"] = C.file_sha256(path) if path else None
+    # Another --image_dir, or a replaced image, is another training set (rrg.inputs says what is compared).
+    settings["images_sha256"] = split_images_sha256(
+        [p for p in (cfg.json_file, cfg.val_json) if p], cfg.image_dir
+    )
     settings["world_size"] = accelerator.num_processes
     settings["distributed_type"] = accelerator.distributed_type.name
     return C.fingerprint(settings)

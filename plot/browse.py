@@ -33,10 +33,15 @@ from PIL import Image
 from rrg.cases import STUDY_METRICS, Run, build_cases, load_run
 from rrg.chexpert_lexicon import OBSERVATIONS
 from rrg.cli import exits_on_input_error
-from rrg.entries import DEFAULT_IMAGE_DIR
+from rrg.entries import DEFAULT_IMAGE_DIR, verify_image
 from rrg.io import InputError, atomic_write_text
 from rrg.metrics import METRICS, SECTIONS
 from rrg.results import format_value
+
+
+class UnreadableImage(Exception):
+    """An image of a case PIL cannot read; its message says which and why."""
+
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LABELS = ("positive", "negative", "uncertain", None)
@@ -106,15 +111,21 @@ def check_clinical(clinical: dict, study_ids: list[str], run_names: list[str]) -
 
 def image_source(path: str | None, page_dir: Path, thumbnail_px: int) -> str | None:
     """A link relative to the page folder (resolved), or with thumbnail_px > 0 a JPEG thumbnail embedded as a
-    data URI."""
+    data URI. An image PIL cannot read (truncated, not an image, over its decompression-bomb limit) raises
+    UnreadableImage: page_data shows it as a counted placeholder."""
     if path is None:
         return None
+    if reason := verify_image(Path(path)):
+        raise UnreadableImage(reason)
     if thumbnail_px > 0:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((thumbnail_px, thumbnail_px))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=80)
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                image.thumbnail((thumbnail_px, thumbnail_px))
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=80)
+        except Exception as e:  # noqa: BLE001 - verify() passed but decoding failed: the same verdict
+            raise UnreadableImage(f"unreadable image {path!r} ({type(e).__name__}: {e})") from None
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     relative = os.path.relpath(Path(path).resolve(), page_dir)
     return urllib.parse.quote(Path(relative).as_posix())
@@ -151,9 +162,18 @@ def page_data(
     """Everything the page's script reads (embedded as JSON)."""
     cases = build_cases(runs, entries=entries, image_dir=image_dir)
     page_dir = out.parent.resolve()
+    unreadable = []
     for case in cases:
         for image in case["images"]:
-            image["src"] = image_source(image.pop("path"), page_dir, thumbnail_px)
+            try:
+                image["src"] = image_source(image.pop("path"), page_dir, thumbnail_px)
+            except UnreadableImage as e:
+                image["src"], image["unreadable"] = None, True
+                unreadable.append(str(e))
+    if unreadable:
+        print(
+            f"warning: {len(unreadable)} image(s) unreadable, shown as a placeholder (first: {unreadable[0]})"
+        )
     names = [run.name for run in runs]
     observations = check_clinical(clinical, [c["id"] for c in cases], names) if clinical else []
     return {

@@ -8,6 +8,7 @@ layout with the checkpoint converter's own key mapping, and injected into exactl
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -37,16 +38,45 @@ def adapter_weights_file(lora_path: Path) -> Path:
     raise InputError(f"{lora_path}: no adapter weights ({' or '.join(WEIGHT_FILES)})")
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception as one line: its type and the start of its message (torch's are paragraphs whose first
+    line says only "Error(s) in loading state_dict": the second names the tensor), whitespace collapsed."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines[:2])
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors or (pickle-free) .bin file."""
+    """Tensors of a .safetensors or (pickle-free) .bin file; every tensor must be finite (a NaN adapter
+    generates empty reports, with no error of its own)."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated, corrupt, or a non-tensor pickle: same message
-        raise InputError(f"{path}: cannot read adapter weights ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: cannot read adapter weights ({first_line(e)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: not a state dict of tensors (a {type(state).__name__})")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InputError(f"{path}: tensor {key!r} has {bad} non-finite value(s) (NaN or inf)")
+    return state
+
+
+def check_adapter_config(path: Path) -> dict:
+    """adapter_config.json: readable JSON, a positive integer r and a finite lora_alpha (peft takes NaN)."""
+    config = read_json_object(path)
+    r, alpha = config.get("r"), config.get("lora_alpha")
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise InputError(f"{path}: field 'r' must be a positive integer, got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
+        raise InputError(f"{path}: field 'lora_alpha' must be a finite number, got {alpha!r}")
+    return config
 
 
 def is_reference_format(keys) -> bool:
@@ -154,14 +184,22 @@ def load_adapter(model, lora_path: str, *, is_trainable: bool = False) -> PeftMo
         raise InputError(f"{lora_path}: adapter folder not found")
     if not (path / "adapter_config.json").exists():
         raise InputError(f"{lora_path}: adapter_config.json is missing")
+    check_adapter_config(path / "adapter_config.json")
     weights = adapter_weights_file(path)
     state = read_state_dict(weights)
-    if is_reference_format(state):
-        return load_reference_adapter(model, path, state, is_trainable)
-    with warnings.catch_warnings():
-        # peft only warns about LoRA weights it did not find; check_adapter_keys makes that an error.
-        warnings.filterwarnings("ignore", message="Found missing adapter keys")
-        peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    try:
+        if is_reference_format(state):
+            return load_reference_adapter(model, path, state, is_trainable)
+        with warnings.catch_warnings():
+            # peft only warns about LoRA weights it did not find; check_adapter_keys makes that an error.
+            warnings.filterwarnings("ignore", message="Found missing adapter keys")
+            peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=is_trainable)
+    except InputError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        # A shape or rank that does not match the base ("size mismatch"), a target module the base does
+        # not have, a config field peft rejects: the adapter does not fit this model.
+        raise InputError(f"{lora_path}: adapter does not fit the base model ({first_line(e)})") from None
     check_adapter_keys(peft_model, state, weights)
     return peft_model
 

@@ -24,7 +24,7 @@ import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.rouge.rouge import Rouge
 
-from .entries import load_entries, resolve_image
+from .entries import ImageNotFound, load_entries, resolve_image
 from .io import InputError, read_json_object
 from .metrics import _study_id, normalize_report, read_predictions
 from .prompts import REPORT_QUESTION
@@ -298,9 +298,9 @@ def build_cases(
         for name in primary.images.get(study, []):
             path = None
             if image_dir is not None:
-                try:
-                    path = str(resolve_image(image_dir, name))
-                except InputError:
+                try:  # a name pointing outside image_dir is an InputError naming the line, not "missing"
+                    path = str(resolve_image(image_dir, name, record.get("_where") or f"study {study}"))
+                except ImageNotFound:
                     missing_images.append(name)
             images.append({"name": name, "view": by_image.get(name, {}).get("view"), "path": path})
         case_runs = []

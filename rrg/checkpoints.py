@@ -88,14 +88,29 @@ def short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_fingerprint(found: dict | None, expected: dict, where: str | os.PathLike) -> None:
+# Fingerprint keys added after runs had been started (train_lora.run_fingerprint's images_sha256): a run whose
+# fingerprint lacks one still resumes, unchecked for that key (check_fingerprint says so).
+FINGERPRINTED_LATER = ("images_sha256",)
+
+
+def check_fingerprint(
+    found: dict | None,
+    expected: dict,
+    where: str | os.PathLike,
+    added_later: tuple[str, ...] = FINGERPRINTED_LATER,
+) -> None:
     """InputError naming the settings that differ between `found` (a checkpoint's or train_config.json's)
-    and this run's `expected` fingerprint."""
+    and this run's `expected` fingerprint. A key of `added_later` that `found` lacks (it was written before
+    the key was fingerprinted) is left out of the comparison, with a warning that it was not checked."""
     if found is None:
         raise InputError(
             f"{where}: written by an older train_lora.py, without the fingerprint of its settings, so it cannot "
             "be checked against this run; start over with --overwrite"
         )
+    absent = [k for k in added_later if k in expected["settings"] and k not in found.get("settings", {})]
+    if absent:
+        print(f"warning: {where}: written before {', '.join(absent)} entered the fingerprint: not checked")
+        expected = fingerprint({k: v for k, v in expected["settings"].items() if k not in absent})
     if found.get("digest") == expected["digest"]:
         return
     old, new = found.get("settings", {}), expected["settings"]

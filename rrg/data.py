@@ -92,10 +92,14 @@ def read_csv_checked(path: str | os.PathLike, required: tuple[str, ...]) -> pd.D
         raise InputError(
             f"{path}: missing column(s) {', '.join(map(repr, missing))} (has {list(frame.columns)})"
         )
-    bad_uid = pd.to_numeric(frame["uid"], errors="coerce").isna()
+    numbers = pd.to_numeric(frame["uid"], errors="coerce")
+    # 1.5 or 12.0e3 is not a uid: astype(int) would cut it to another study's number.
+    bad_uid = numbers.isna() | (numbers != numbers.round())
     if bad_uid.any():
         row = int(np.flatnonzero(bad_uid.to_numpy())[0]) + 2  # +1 header, +1 one-based
-        raise InputError(f"{path}:{row}: field 'uid' is not a number ({frame['uid'].iloc[row - 2]!r})")
+        value = frame["uid"].iloc[row - 2]
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise InputError(f"{path}:{row}: field 'uid' is not a whole number ({shown})")
     return frame.astype({"uid": int})
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .io import InputError, read_json_records
 
@@ -74,19 +74,55 @@ def _text(record: dict, key: str, where: str, required: bool) -> str | None:
     return value
 
 
+def _views(record: dict, where: str) -> list[str]:
+    """The views field: absent/null, or a list of strings (a bare string would become its letters)."""
+    views = record.get("views")
+    if views is None:
+        return []
+    if not isinstance(views, list) or not all(isinstance(v, str) for v in views):
+        raise InputError(
+            f"{where}: field 'views' must be a list of strings such as [\"Frontal\"], got {views!r:.60}"
+        )
+    return list(views)
+
+
+def _scalar_id(record: dict, key: str, where: str) -> str | None:
+    """An id field as text: a string or an integer; 1.5 or True would be read as another id."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InputError(f"{where}: field {key!r} must be a string or an integer, got {value!r:.60}")
+    return str(value)
+
+
+def check_image_name(name: str, where: str, field_name: str = "images") -> None:
+    """An image name must stay inside the image folder: no absolute path, no '..' component."""
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or PureWindowsPath(name).drive:
+        raise InputError(
+            f"{where}: field {field_name!r}: {name!r} points outside the image folder "
+            "(image names are relative to --image_dir, without '..')"
+        )
+
+
 def entry_from_record(record: dict, where: str, position: int) -> Entry:
     if "images" in record:
         images = record["images"]
         if not isinstance(images, list) or not images or not all(isinstance(x, str) and x for x in images):
             raise InputError(f"{where}: field 'images' must be a non-empty list of file names")
+        field_name = "images"
     elif "input_image" in record:  # the reference paper's format
         images = [_text(record, "input_image", where, required=True)]
+        field_name = "input_image"
     else:
         raise InputError(f"{where}: missing field 'images' (or the reference format's 'input_image')")
-    study_id = record.get("study_id")
-    study_id = str(study_id) if study_id is not None else study_id_from_filename(images[0])
-    entry_id = record.get("id")
-    entry_id = str(entry_id) if entry_id is not None else f"{study_id}#{position}"
+    for name in images:
+        check_image_name(name, where, field_name)
+    study_id = _scalar_id(record, "study_id", where)
+    study_id = study_id if study_id is not None else study_id_from_filename(images[0])
+    entry_id = _scalar_id(record, "id", where)
+    entry_id = entry_id if entry_id is not None else f"{study_id}#{position}"
     return Entry(
         id=entry_id,
         study_id=study_id,
@@ -96,7 +132,7 @@ def entry_from_record(record: dict, where: str, position: int) -> Entry:
         findings=_text(record, "findings", where, required=False),
         impression=_text(record, "impression", where, required=False),
         indication=_text(record, "indication", where, required=False),
-        views=list(record.get("views") or []),
+        views=_views(record, where),
         source=where,
         protocol="reference" if "input_image" in record else None,
     )
@@ -105,7 +141,7 @@ def entry_from_record(record: dict, where: str, position: int) -> Entry:
 def load_entries(path: str | os.PathLike) -> list[Entry]:
     """Read a split file; a malformed entry raises InputError naming the file and line/entry."""
     path = Path(path)
-    is_array = path.exists() and path.read_text(encoding="utf-8", errors="replace").lstrip().startswith("[")
+    is_array = path.is_file() and path.read_text(encoding="utf-8", errors="replace").lstrip().startswith("[")
     entries = []
     for position, record in read_json_records(path):
         where = f"{path}: entry {position}" if is_array else f"{path}:{position}"
@@ -118,17 +154,25 @@ def load_entries(path: str | os.PathLike) -> list[Entry]:
     return entries
 
 
-def resolve_image(image_dir: str | os.PathLike, name: str) -> Path:
-    """Find an entry's image under image_dir, whatever layout the folder has.
+class ImageNotFound(InputError):
+    """An entry's image is not in the image folder (callers may count these instead of stopping)."""
+
+
+def resolve_image(image_dir: str | os.PathLike, name: str, where: str = "") -> Path:
+    """Find an entry's image under image_dir, whatever layout the folder has: the one place an entry's
+    image name becomes a file (eval, training, the case browser).
 
     Accepts a name relative to image_dir, the reference's "./images/images_normalized/x.png", or a bare
     file name inside image_dir, image_dir/images_normalized or image_dir/images/images_normalized
-    (the Kaggle layout). Raises InputError listing where it looked.
+    (the Kaggle layout). Only inside image_dir: an absolute name or one with '..' is an InputError
+    (check_image_name), and the working directory is never looked in (a same-named file there would
+    win over the folder). A name found nowhere raises ImageNotFound listing where it looked.
     """
+    place = f"{where}: " if where else ""
+    check_image_name(name, where or f"image {name!r}")
     image_dir = Path(image_dir)
     base = Path(name).name
     candidates = [
-        Path(name),
         image_dir / name,
         image_dir / base,
         image_dir / "images_normalized" / base,
@@ -137,5 +181,18 @@ def resolve_image(image_dir: str | os.PathLike, name: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    looked = ", ".join(str(c) for c in dict.fromkeys(candidates[1:]))
-    raise InputError(f"image {name!r} not found (looked in {looked})")
+    looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise ImageNotFound(f"{place}image {name!r} not found (looked in {looked})")
+
+
+def verify_image(path: Path) -> str | None:
+    """None if PIL can open and verify the file, else why not (a truncated file, not an image, or more
+    pixels than PIL's decompression-bomb limit): the pre-flight check of training, eval and the browser."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
+        return f"unreadable image {str(path)!r} ({type(e).__name__}: {e})"
+    return None

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .entries import DEFAULT_IMAGE_DIR, Entry, load_entries, resolve_image
+from .entries import DEFAULT_IMAGE_DIR, Entry, ImageNotFound, load_entries, resolve_image, verify_image
 from .fused import liger_problem
 from .generate import ADDED_LATER, GenerationSettings, generate_predictions
+from .inputs import RunInputs
 from .io import InputError, atomic_write_json, iter_jsonl
 from .lock import output_lock
 from .prompts import REFERENCE_EVAL_INSTRUCTION
-from .shards import control_path, merge_parts, output_of, part_paths, scores_path
+from .shards import control_path, merge_parts, output_of, part_paths, remove_merge_leftovers, scores_path
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -170,7 +171,8 @@ class EvalConfig:
 
 
 def resolve_all_images(entries: Sequence[Entry], image_dir: str | os.PathLike) -> dict[str, Path]:
-    """Every image name of every entry -> its file; all missing ones reported together (before model loading)."""
+    """Every image name of every entry -> its file, each opened and verified as training's pre-flight does
+    (a decompression bomb, a truncated file); all missing ones reported together (before model loading)."""
     found: dict[str, Path] = {}
     missing: list[str] = []
     for entry in entries:
@@ -178,9 +180,12 @@ def resolve_all_images(entries: Sequence[Entry], image_dir: str | os.PathLike) -
             if name in found:
                 continue
             try:
-                found[name] = resolve_image(image_dir, name)
-            except InputError:
+                found[name] = resolve_image(image_dir, name, f"{entry.source} (id {entry.id!r})")
+            except ImageNotFound:
                 missing.append(f"{entry.source}: {name}")
+                continue
+            if reason := verify_image(found[name]):
+                raise InputError(f"{entry.source} (id {entry.id!r}): {reason}")
     if missing:
         shown = "; ".join(missing[:10]) + (f"; ... and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise InputError(f"{len(missing)} image(s) not found under {image_dir}: {shown}")
@@ -212,12 +217,19 @@ def drop_partial_last_line(path: Path) -> None:
             f.truncate(keep)
 
 
-def done_ids(path: Path, identity: dict[str, Any], prompts: dict[str, str] | None = None) -> set[str]:
-    """Ids already in a predictions file; a line made with other settings, or (prompts: id -> this
-    run's prompt) with another prompt, is an error, not a mix."""
+def done_ids(
+    path: Path,
+    identity: dict[str, Any],
+    prompts: dict[str, str] | None = None,
+    inputs: RunInputs | None = None,
+) -> set[str]:
+    """Ids already in a predictions file; a line made with other settings, (prompts: id -> this run's
+    prompt) with another prompt, or (inputs) from another split file, adapter or image set, is an error,
+    not a mix. Lines written before lines recorded their inputs cannot be checked: counted and said."""
     if not path.exists():
         return set()
     ids = set()
+    unchecked = 0
     ignore_batch = {**identity["generation"], "batch_size": None}  # batching does not change the text
     for line, record in iter_jsonl(path, allow_partial_last_line=True):
         theirs = {key: record.get(key) for key in identity}
@@ -230,7 +242,20 @@ def done_ids(path: Path, identity: dict[str, Any], prompts: dict[str, str] | Non
         entry_id = str(record.get("id"))
         if prompts and entry_id in prompts and record.get("prompt") != prompts[entry_id]:
             raise InputError(f"{path}:{line}: made with another prompt than this run's; choose another --out")
+        if inputs is not None:
+            recorded = record.get("inputs")
+            if not isinstance(recorded, dict):
+                unchecked += 1
+            elif differ := inputs.mismatch(recorded, record.get("images") or []):
+                raise InputError(
+                    f"{path}:{line}: made from another {differ} than this run's; choose another --out"
+                )
         ids.add(entry_id)
+    if unchecked:
+        print(
+            f"warning: {path}: {unchecked} line(s) written before prediction lines recorded their inputs: "
+            "their split file, images and adapter cannot be checked against this run's"
+        )
     return ids
 
 
@@ -243,7 +268,11 @@ def generation_entry(entry: Entry) -> Entry:
 
 
 def gather_earlier_lines(
-    path: Path, entries: Sequence[Entry], identity: dict[str, Any], resume: bool
+    path: Path,
+    entries: Sequence[Entry],
+    identity: dict[str, Any],
+    resume: bool,
+    inputs: RunInputs | None = None,
 ) -> None:
     """Main process, before generating: fold a killed run's part files into `path`, so that every process
     reads what is done from that one file. Without --resume any earlier line is refused; with it, every
@@ -255,7 +284,8 @@ def gather_earlier_lines(
                 f"{source} exists and is not empty: pass --resume to continue it or choose another --out"
             )
         drop_partial_last_line(source)
-        done_ids(source, identity, prompts)
+        done_ids(source, identity, prompts, inputs)
+    remove_merge_leftovers(path)
     merge_parts(path, [e.id for e in entries])
 
 
@@ -352,6 +382,7 @@ def evaluate(config: EvalConfig) -> dict:
     if not entries:
         raise InputError(f"{config.json_file}: no entries to evaluate")
     paths = resolve_all_images(entries, config.image_dir)  # before loading a 7B model
+    inputs = RunInputs.of(config.json_file, paths, config.image_dir, config.lora_path)
     config.settings()  # refuses settings that do not go together, before a model is loaded
     if config.liger and (problem := liger_problem(state.device)):
         raise InputError(problem)
@@ -365,9 +396,9 @@ def evaluate(config: EvalConfig) -> dict:
     with output_lock(predictions.parent, "eval") if is_main else contextlib.nullcontext():
         if is_main:
             for condition, path in outputs.items():
-                gather_earlier_lines(path, entries, _run_identity(config, condition), config.resume)
+                gather_earlier_lines(path, entries, _run_identity(config, condition), config.resume, inputs)
         state.wait_for_everyone()  # the others read the merged files only
-        generate_share(config, state, entries, paths, outputs)
+        generate_share(config, state, entries, paths, outputs, inputs)
         state.wait_for_everyone()  # every part complete
         if not is_main:
             return {}
@@ -385,6 +416,7 @@ def generate_share(
     entries: Sequence[Entry],
     paths: dict[str, Path],
     outputs: dict[str, Path],
+    inputs: RunInputs | None = None,
 ) -> None:
     """Generate this process's contiguous share of the (condition, entry) pairs without a line yet."""
     work: list[tuple[str, tuple[Entry, list[str]]]] = []
@@ -408,7 +440,7 @@ def generate_share(
                 generate_predictions(
                     model, processor, items, paths, output_of(path, state.process_index, state.num_processes),
                     _run_identity(config, condition), settings, config.num_workers,
-                    progress=state.is_main_process,
+                    progress=state.is_main_process, inputs_of=inputs.line_inputs if inputs else None,
                 )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from transformers import BatchFeature
+from transformers import BatchFeature, LogitsProcessorList
 
 from .entries import Entry
 from .fused import liger_kernels
@@ -102,7 +102,7 @@ def load_image(image: ImageInput, where: str = "") -> Image.Image:
             return opened.convert("RGB")
     except FileNotFoundError:
         raise InputError(f"{place}image {os.fspath(image)} not found") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise InputError(f"{place}cannot read image {os.fspath(image)} ({e})") from None
 
 
@@ -174,6 +174,26 @@ def assemble_batch(
     return BatchFeature({**inputs, "pixel_values": torch.cat(list(pixels))})
 
 
+class NanScores:
+    """A logits processor that notes (without a GPU sync per step) whether any step's scores held a NaN or
+    +inf; generation would go on and decode them as empty reports. -inf is a masked token, not a fault."""
+
+    def __init__(self) -> None:
+        self.bad: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        found = torch.isnan(scores).any() | torch.isposinf(scores).any()
+        self.bad = found if self.bad is None else self.bad | found
+        return scores
+
+    def check(self) -> None:
+        if self.bad is not None and bool(self.bad):
+            raise InputError(
+                "generation: the model's scores hold NaN or inf (a broken adapter or base weights, or an "
+                "overflow in this dtype); no report of this batch is written"
+            )
+
+
 @torch.inference_mode()
 def generate_from_inputs(
     model, processor, inputs, settings: GenerationSettings, decoder: GreedyDecoder | None = None
@@ -202,13 +222,16 @@ def generate_from_inputs(
     if settings.cache_implementation is None:  # the dynamic cache, without its per-step copies
         cache = PreallocatedCache.for_generation(model, inputs["input_ids"].shape[1], settings.max_new_tokens)
     # Bound for this call only (cheap): every generation with liger=True runs the kernels its lines record.
+    nan_scores = NanScores()
     with liger_kernels(model) if settings.liger else contextlib.nullcontext():
         output = model.generate(
             **inputs,
             **settings.generate_kwargs(),
             past_key_values=cache,
             pad_token_id=processor.tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([nan_scores]),
         )
+    nan_scores.check()
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
@@ -240,7 +263,10 @@ def generate_batch(
 # --------------------------------------------------------------------------- a dataset -> predictions JSONL
 
 
-def prediction_line(entry: Entry, image_names: list[str], prediction: str, identity: dict) -> dict:
+def prediction_line(
+    entry: Entry, image_names: list[str], prediction: str, identity: dict, inputs: dict | None = None
+) -> dict:
+    """One line of a predictions file; `inputs` (rrg.inputs.RunInputs.line_inputs) when the run has them."""
     return {
         "id": entry.id,
         "study_id": entry.study_id,
@@ -251,6 +277,7 @@ def prediction_line(entry: Entry, image_names: list[str], prediction: str, ident
         "reference_findings": entry.findings,
         "reference_impression": entry.impression,
         **identity,
+        **({"inputs": inputs} if inputs is not None else {}),
     }
 
 
@@ -342,8 +369,12 @@ def generate_predictions(
     settings: GenerationSettings,
     num_workers: int = 0,
     progress: bool = True,
+    inputs_of: Callable[[list[str]], dict] | None = None,
 ) -> None:
     """Generate for each (entry, image names) and append one line per entry to `out` as it finishes.
+
+    `inputs_of(image names)`: the inputs each line records (rrg.inputs.RunInputs.line_inputs), so that a
+    resume can tell lines of another split, adapter or image set.
 
     `progress=False` hides the progress bar (processes other than the main one under accelerate launch).
 
@@ -393,7 +424,7 @@ def generate_predictions(
         for batch, inputs in batches:
             predictions = generate_from_inputs(model, processor, inputs, settings, decoder)
             lines = [
-                prediction_line(entry, names, prediction, identity)
+                prediction_line(entry, names, prediction, identity, inputs_of(names) if inputs_of else None)
                 for (entry, names, _), prediction in zip(batch, predictions)
             ]
             append_jsonl(out, *lines)  # the batch at once: one write, one fsync

@@ -63,10 +63,33 @@ def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Non
         shutil.rmtree(old)
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes; a folder or an unreadable file raises InputError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def parse_json(text: str | bytes, path: str | os.PathLike, what: str = "JSON"):
+    """json.loads whose errors (malformed, or nested too deep for the parser) name the file and line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: malformed {what} ({e.msg})") from None
+    except RecursionError:
+        raise InputError(f"{path}: {what} nested too deeply to read") from None
+
+
 def read_text_utf8(path: str | os.PathLike) -> str:
     """A file's text; bytes that are not UTF-8 raise InputError naming the file, line and column."""
     path = Path(path)
-    data = path.read_bytes()
+    data = read_bytes(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -87,10 +110,7 @@ def read_json_object(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    try:
-        data = json.loads(read_text_utf8(path))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    data = parse_json(read_text_utf8(path), path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -118,7 +138,7 @@ def iter_jsonl(
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    lines = path.read_bytes().split(b"\n")
+    lines = read_bytes(path).split(b"\n")
     for i, raw in enumerate(lines, start=1):
         is_last = i == len(lines)  # no trailing newline after it
         try:
@@ -126,6 +146,8 @@ def iter_jsonl(
             if not line.strip():
                 continue
             record = json.loads(line)
+        except RecursionError:
+            raise InputError(f"{path}:{i}: JSON line nested too deeply to read") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             if allow_partial_last_line and is_last:
                 print(f"warning: {path}:{i}: ignoring a partly written last line")
@@ -153,10 +175,7 @@ def read_json_records(path: str | os.PathLike) -> list[tuple[int, dict]]:
         raise InputError(f"{path}: file not found")
     text = read_text_utf8(path)
     if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+        data = parse_json(text, path)
         out = []
         for i, record in enumerate(data, start=1):
             if not isinstance(record, dict):

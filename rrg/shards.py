@@ -82,3 +82,20 @@ def merge_parts(path: Path, order: Sequence[str]) -> None:
         part.unlink()
     if repeated:
         print(f"note: {path}: {repeated} line(s) were there twice (a merge killed before removing its parts)")
+
+
+def remove_merge_leftovers(path: Path) -> None:
+    """Delete the temporary files a killed merge (or any killed atomic write of `path`) left beside it.
+
+    Only names rrg.io.atomic_write_text makes for this very file (".predictions.jsonl.<8 chars>.tmp", up to
+    the whole predictions file's size), only in its folder; the caller holds the folder's lock, so no
+    other run is writing one.
+    """
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")
+    leftovers = [
+        p for p in path.parent.glob(glob.escape(f".{path.name}.") + "*.tmp") if pattern.fullmatch(p.name)
+    ]
+    for leftover in leftovers:
+        size = leftover.stat().st_size
+        leftover.unlink()
+        print(f"note: removed {leftover} ({size} bytes), left by a killed write of {path.name}")

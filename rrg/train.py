@@ -21,10 +21,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .collate import IGNORE_INDEX, label_positions, select_images
-from .entries import Entry, entry_from_record, resolve_image
+from .entries import Entry, entry_from_record, resolve_image, verify_image
 from .io import InputError, read_json_records
 from .optim import MasterWeightAdamW
 
@@ -269,16 +268,6 @@ def build_scheduler(optimizer, name: str, total_steps: int, warmup_ratio: float)
 # --------------------------------------------------------------------------- pre-flight check
 
 
-def verify_image(path: Path) -> str | None:
-    """None if PIL can open and verify the file, else why not."""
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
-        return f"unreadable image {str(path)!r} ({type(e).__name__}: {e})"
-    return None
-
-
 def preflight_entries(
     json_file: str | os.PathLike, image_dir: str | os.PathLike, views: str = "first", workers: int = 8
 ) -> tuple[list[Entry], list[str]]:
@@ -288,7 +277,7 @@ def preflight_entries(
     load_entries, it does not stop at the first bad entry, so one run lists them all.
     """
     path = Path(json_file)
-    is_array = path.exists() and path.read_text(encoding="utf-8", errors="replace").lstrip().startswith("[")
+    is_array = path.is_file() and path.read_text(encoding="utf-8", errors="replace").lstrip().startswith("[")
     entries: list[Entry] = []
     problems: list[str] = []
     seen: dict[str, str] = {}

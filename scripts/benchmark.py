@@ -80,7 +80,7 @@ from rrg import train as T  # noqa: E402
 from rrg.attention import ATTENTION  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.curves import relative_differences  # noqa: E402
-from rrg.entries import Entry  # noqa: E402
+from rrg.entries import Entry, resolve_image  # noqa: E402
 from rrg.evaluate import EvalConfig  # noqa: E402
 from rrg.float8 import float8_problem  # noqa: E402
 from rrg.fused import liger_problem  # noqa: E402
@@ -598,7 +598,7 @@ def timeline_summary(calls: list[tuple[float, float]], start: float, end: float)
 def eval_loader_timings(entries, image_dir: Path, image_processor, cfg: BenchConfig) -> list[dict]:
     """The eval loader alone, for each of cfg.loader_workers, batches of the first generation setting."""
     items = [(e, e.images) for e in entries[: cfg.gen_reports]]
-    paths = {e.images[0]: image_dir / e.images[0] for e in entries}
+    paths = {e.images[0]: resolve_image(image_dir, e.images[0]) for e in entries}
     batch_size = GenSpec.parse(cfg.gen_configs.split(",")[0], cfg.gen_workers).batch_size
     rows = []
     for workers in [int(w) for w in cfg.loader_workers.split(",") if w]:
@@ -735,7 +735,7 @@ def our_generation(
     model.generation_config.min_new_tokens = cfg.new_tokens  # random weights: force full-length reports
     processor = load_processor(str(model_dir))
     items = [(e, e.images) for e in entries[: cfg.gen_reports]]
-    paths = {e.images[0]: image_dir / e.images[0] for e in entries}
+    paths = {e.images[0]: resolve_image(image_dir, e.images[0]) for e in entries}
     results: list[dict] = []
     texts: list[list[str] | None] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -943,7 +943,7 @@ def diagnose_generation(
     model = load_base_model(str(model_dir), device_map={"": 0}).eval()
     processor = load_processor(str(model_dir))
     chosen = entries[:batch_size]
-    views = [[Image.open(image_dir / e.images[0]).convert("RGB")] for e in chosen]
+    views = [[Image.open(resolve_image(image_dir, e.images[0])).convert("RGB")] for e in chosen]
     per_image = tokens_per_image(model.config)
     prompts = {
         "equal": [e.prompt for e in chosen],

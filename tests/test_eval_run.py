@@ -50,10 +50,15 @@ def asked(monkeypatch) -> list[str]:
 
     prompts: list[str] = []
 
-    def fake_generate(model, processor, items, paths, out, identity, settings, num_workers=0, progress=True):
+    def fake_generate(
+        model, processor, items, paths, out, identity, settings, num_workers=0, progress=True, inputs_of=None
+    ):
         prompts.extend(entry.prompt for entry, _ in items)
         lines = [
-            generate.prediction_line(e, names, "Findings: x. Impression: y.", identity) for e, names in items
+            generate.prediction_line(
+                e, names, "Findings: x. Impression: y.", identity, inputs_of(names) if inputs_of else None
+            )
+            for e, names in items
         ]
         append_jsonl(out, *lines)
 

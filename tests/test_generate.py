@@ -22,7 +22,7 @@ from rrg.prompts import render_prompt
 REPO = Path(__file__).resolve().parents[1]
 LINE_KEYS = {
     "id", "study_id", "images", "prompt", "prediction", "reference", "reference_findings",
-    "reference_impression", "image_control", "generation", "model", "adapter",
+    "reference_impression", "image_control", "generation", "model", "adapter", "inputs",
 }  # fmt: skip
 
 
@@ -276,6 +276,8 @@ def test_eval_end_to_end_with_blank_control(split, tiny_model_dir, tmp_path, cap
         "cache_implementation": None, "liger": False, "decoder": "graphs",
     }  # fmt: skip
     assert lines[0]["reference"].startswith("Findings: lungs clear 0.")
+    assert set(lines[0]["inputs"]) == {"split_sha256", "adapter_sha256", "images_sha256"}
+    assert lines[0]["inputs"]["images_sha256"] != lines[1]["inputs"]["images_sha256"]  # each line its own
     blank_lines = read_jsonl(out.with_name("predictions.blank.jsonl"))
     assert [r["image_control"] for r in blank_lines] == ["blank"] * 4
 

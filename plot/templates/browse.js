@@ -205,7 +205,8 @@
         link.appendChild(img);
         figure.appendChild(link);
       } else {
-        figure.appendChild(el("div", "missing", `image not found: ${image.name}`));
+        const why = image.unreadable ? "image unreadable" : "image not found";
+        figure.appendChild(el("div", "missing", `${why}: ${image.name}`));
       }
       figure.appendChild(el("figcaption", null, image.view || image.name));
       views.appendChild(figure);
