@@ -23,7 +23,7 @@ from transformers import BatchFeature, LogitsProcessorList
 
 from .entries import Entry
 from .fused import liger_kernels
-from .graph_decode import GreedyDecoder, GreedyRules
+from .graph_decode import NON_FINITE_SCORES, GreedyDecoder, GreedyRules
 from .io import InputError, append_jsonl
 from .kv_cache import PreallocatedCache
 from .processor import check_image_tokens, image_token_id, tokens_per_image
@@ -188,10 +188,7 @@ class NanScores:
 
     def check(self) -> None:
         if self.bad is not None and bool(self.bad):
-            raise InputError(
-                "generation: the model's scores hold NaN or inf (a broken adapter or base weights, or an "
-                "overflow in this dtype); no report of this batch is written"
-            )
+            raise InputError(NON_FINITE_SCORES)
 
 
 @torch.inference_mode()

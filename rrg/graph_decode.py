@@ -35,6 +35,11 @@ from transformers.cache_utils import DynamicLayer
 
 from .io import InputError
 
+NON_FINITE_SCORES = (
+    "generation: the model's scores hold NaN or inf (a broken adapter or base weights, or an overflow in "
+    "this dtype); no report of this batch is written"
+)
+
 # Generation-config settings whose logits processors this loop does not apply, with their no-op value.
 UNSUPPORTED = {
     "repetition_penalty": 1.0,
@@ -147,6 +152,7 @@ class _Batch:
         self.write_position = torch.zeros(1, dtype=torch.long, device=device)
         self.step = torch.zeros(1, dtype=torch.long, device=device)
         self.unfinished = torch.ones(size, dtype=torch.bool, device=device)
+        self.non_finite = torch.zeros(1, dtype=torch.bool, device=device)  # NaN or +inf in any step's scores
         self.tokens = torch.full((size, max_new_tokens), pad, dtype=torch.long, device=device)
         self.valid = torch.zeros((size, capacity), dtype=torch.bool, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -240,6 +246,7 @@ class GreedyDecoder:
     def _choose(self, logits: torch.Tensor, state: _Batch) -> None:
         """The greedy choice from the last position's logits, and the state advanced past it."""
         scores = logits.float()
+        state.non_finite |= (torch.isnan(scores) | torch.isposinf(scores)).any()
         if self.suppress.numel():
             scores.index_fill_(1, self.suppress, -math.inf)
         if self.rules.min_new_tokens and self.eos.numel():
@@ -282,7 +289,7 @@ class GreedyDecoder:
         self._step(state, cache, read_len)  # this step runs eagerly; later ones of its bucket replay
         if not self.use_graphs:
             return
-        held = (state.ids, state.position, state.write_position, state.step, state.unfinished)
+        held = (state.ids, state.position, state.write_position, state.step, state.unfinished, state.non_finite)
         saved = [t.clone() for t in held]
         graph = torch.cuda.CUDAGraph()
         try:
@@ -312,6 +319,7 @@ class GreedyDecoder:
         state.valid[:, :length] = attention_mask.bool()
         state.tokens.fill_(self.rules.pad)
         state.unfinished.fill_(True)
+        state.non_finite.zero_()
         state.step.zero_()
         # Positions count each sequence's own tokens (left padding takes none), as generate() counts them.
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -338,4 +346,6 @@ class GreedyDecoder:
             read_len = min(self.capacity, self.bucket * math.ceil((write + 1) / self.bucket))
             self._replay(state, cache, read_len)
             steps += 1
+        if bool(state.non_finite):
+            raise InputError(NON_FINITE_SCORES)
         return state.tokens[:, :steps].clone()

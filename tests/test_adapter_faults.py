@@ -110,12 +110,13 @@ def test_merge_lora_on_a_broken_adapter_is_one_line(tiny_model_dir, adapter, tmp
     assert not (tmp_path / "m").exists()
 
 
-def test_nan_scores_stop_generation_instead_of_empty_reports(tiny_model_dir, xray_paths):
+@pytest.mark.parametrize("decoder", ["graphs", "generate"])
+def test_nan_scores_stop_generation_instead_of_empty_reports(tiny_model_dir, xray_paths, decoder):
     model = load_base_model(str(tiny_model_dir)).eval()
     with torch.no_grad():
         model.lm_head.weight[0, 0] = float("nan")
     processor = load_processor(str(tiny_model_dir))
     image = Image.open(xray_paths[0]).convert("RGB")
-    settings = GenerationSettings(max_new_tokens=3, batch_size=1)
+    settings = GenerationSettings(max_new_tokens=3, batch_size=1, decoder=decoder)
     with pytest.raises(InputError, match="the model's scores hold NaN or inf"):
         generate_batch(model, processor, ["Write the report."], [[image]], settings)
