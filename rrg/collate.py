@@ -22,6 +22,7 @@ from PIL import Image
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .entries import Entry, resolve_image
+from .images import read_image
 from .io import InputError
 from .processor import check_image_tokens
 from .prompts import IMAGE_TOKEN, render_prompt
@@ -126,8 +127,7 @@ def encode_dataset(
 
 
 def load_image(path: str) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return read_image(path)
 
 
 class ReportDataset(torch.utils.data.Dataset):

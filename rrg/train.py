@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .collate import IGNORE_INDEX, label_positions, select_images
 from .entries import Entry, entry_from_record, resolve_image
+from .images import image_problem
 from .io import InputError, read_json_records
 from .optim import MasterWeightAdamW
 
@@ -270,13 +270,9 @@ def build_scheduler(optimizer, name: str, total_steps: int, warmup_ratio: float)
 
 
 def verify_image(path: Path) -> str | None:
-    """None if PIL can open and verify the file, else why not."""
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
-        return f"unreadable image {str(path)!r} ({type(e).__name__}: {e})"
-    return None
+    """None if the file decodes (rrg.images, the reader training uses), else why not."""
+    problem = image_problem(path, quick=True)
+    return f"unreadable image {problem}" if problem else None
 
 
 def preflight_entries(
