@@ -108,6 +108,9 @@ def encode_dataset(
     questions = [question_of(e) for e in entries]
     image_lists = [select_images(e, views) for e in entries]
     prompt_cache: dict[tuple[str, int], list[int]] = {}  # most entries share one question
+    for entry in entries:
+        if not entry.response.strip():
+            raise InputError(f"{entry.source}: entry {entry.id!r} has no report (response) to train on")
     responses = tokenizer([e.response.strip() for e in entries], add_special_tokens=False)["input_ids"]
     samples = []
     for entry, question, images, response_ids in zip(entries, questions, image_lists, responses):

@@ -11,7 +11,8 @@ JSONL) of objects:
     indication  clinical indication or null (never the string "nan")
     findings    reference findings
     impression  reference impression
-    response    the target text, "Findings: ... Impression: ..."
+    response    the target text, "Findings: ... Impression: ..." (absent: an image without a report, which
+                eval generates for without scoring and training refuses)
 
 The reference paper's files ({"prompt", "input_image", "response"}) are read too: input_image becomes
 images=[its file name] and study_id is taken from the file name ("1234_IM-..." is study 1234). An entry
@@ -92,7 +93,8 @@ def entry_from_record(record: dict, where: str, position: int) -> Entry:
         study_id=study_id,
         images=list(images),
         prompt=_text(record, "prompt", where, required=True),
-        response=_text(record, "response", where, required=True),
+        # absent for images without a report (a user's own folder): generation only, never training
+        response=_text(record, "response", where, required=False) if "response" in record else "",
         findings=_text(record, "findings", where, required=False),
         impression=_text(record, "impression", where, required=False),
         indication=_text(record, "indication", where, required=False),
