@@ -132,6 +132,7 @@ def resolve_image(image_dir: str | os.PathLike, name: str) -> Path:
     candidates = [
         Path(name),
         image_dir / name,
+        image_dir / f"{name}.png",  # a DICOM in a resize cache (rrg.image_cache)
         image_dir / base,
         image_dir / "images_normalized" / base,
         image_dir / "images" / "images_normalized" / base,
