@@ -6,7 +6,7 @@
 # a cross-dataset baseline. nearest_indication and prompt_oracle need the test dataset's own train split and
 # are not run; reference_copy (the upper bound) needs no train split and is run.
 # Writes results/baselines/rexrank_mimic_cxr/ and results/baselines/rexrank_chexpert_plus/:
-#   <method>.scores.json, <method>.baseline.json, table/table.md (plot/make_tables.py)
+#   <method>.scores.json, <method>.baseline.json, table.md (per section: BLEU-4, METEOR, ROUGE-L, CIDEr, F1-14)
 # Usage: bash scripts/baselines_rexrank.sh   Settings (environment): IU (a Kaggle-format folder: its CSVs),
 # REXRANK (the folder of ReXrank's JSONs), WORK, OUT, BOOTSTRAP.
 set -euo pipefail
@@ -31,7 +31,6 @@ for pair in "mimic-cxr:ReXRank_MIMICCXR_test.json:rexrank_mimic_cxr" \
   python data/report2json.py --dataset "$dataset" --test_set rexrank --rexrank_json "$REXRANK/$json" --text_only \
     --out "$WORK/$name/data" | tail -n 1
   mkdir -p "$OUT/$name"
-  RUNS=()
   for method in "${METHODS[@]}"; do
     PRED="$WORK/$name/$method"
     python eval/baselines.py --method "$method" --json_file "$WORK/$name/data/test_report.json" \
@@ -39,8 +38,7 @@ for pair in "mimic-cxr:ReXRank_MIMICCXR_test.json:rexrank_mimic_cxr" \
     cp "$PRED/baseline.json" "$OUT/$name/$method.baseline.json"
     python eval/score.py "$PRED/predictions.jsonl" --out "$OUT/$name/$method.scores.json" --bootstrap "$BOOTSTRAP" \
       | tail -n 7
-    RUNS+=("$OUT/$name/$method.scores.json:$method (pool: IU X-Ray train)")
   done
-  python plot/make_tables.py --runs "${RUNS[@]}" --out "$OUT/$name/table"
+  python scripts/baselines_rexrank_table.py "$OUT/$name" "${METHODS[@]}"
 done
-echo "done: $OUT/rexrank_mimic_cxr/table/table.md, $OUT/rexrank_chexpert_plus/table/table.md"
+echo "done: $OUT/rexrank_mimic_cxr/table.md, $OUT/rexrank_chexpert_plus/table.md"
