@@ -6,6 +6,13 @@
 
 Writes train_report.json, val_report.json (not for reference), test_report.json, reports.csv and
 leak_audit.json into --out, and prints the audit.
+
+Other datasets (rrg/dataset_splits.py; docs/datasets.md), writing {split}_report.json and dataset_audit.json:
+
+    python data/report2json.py --dataset mimic-cxr --data_dir MIMIC-CXR-JPG --reports mimic-cxr-reports.zip
+    python data/report2json.py --dataset chexpert-plus --data_dir CheXpert-Plus
+    python data/report2json.py --dataset mimic-cxr --test_set rexrank --rexrank_json ReXRank_MIMICCXR_test.json --text_only
+    python data/report2json.py --dataset images --data_dir my_images/ --out data/mine/
 """
 
 from __future__ import annotations
@@ -13,9 +20,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.data import (
     PROTOCOLS,
     SplitConfig,
@@ -26,6 +31,7 @@ from rrg.data import (
     read_reference_table,
     write_splits,
 )
+from rrg.dataset_splits import DATASETS, TARGETS, TEST_SETS, write_dataset
 from rrg.io import InputError
 
 
@@ -64,11 +70,24 @@ class Report2JsonConfig:
             "(no images needed: for text-only work such as eval/baselines.py)"
         },
     )
+    dataset: str = flag("iu-xray", "which dataset --data_dir holds (docs/datasets.md)", choices=list(DATASETS))
+    reports: str | None = flag(None, "mimic-cxr: MIMIC-CXR's reports, folder or mimic-cxr-reports.zip (default: --data_dir)")
+    chexpert_csv: str | None = flag(None, "chexpert-plus: the report table (default: DATA_DIR/df_chexpert_plus_240401.csv)")
+    images_csv: str | None = flag(None, "images: a CSV of image paths (column image; optional report, indication, id)")
+    image_dir: str | None = flag(None, "images --images_csv: the folder its paths are relative to (default: the CSV's)")
+    target: str = flag(
+        "findings_impression", "mimic-cxr, chexpert-plus: the sections a study must have", choices=list(TARGETS)
+    )
+    test_set: str = flag("official", "mimic-cxr, chexpert-plus: the dataset's test split or ReXrank's", choices=list(TEST_SETS))
+    rexrank_json: str | None = flag(None, "--test_set rexrank: ReXRank_MIMICCXR_test.json or ReXRank_CheXpertPlus.json")
+    text_only: bool = flag(False, "--test_set rexrank: the test split from the JSON alone (no dataset on disk)")
 
 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    (args,) = HfArgumentParser(Report2JsonConfig).parse_args_into_dataclasses(args=argv)
+    args = parse_flags(Report2JsonConfig, argv)
+    if args.dataset != "iu-xray":
+        return write_dataset(args)
     if args.reference_csv and args.protocol != "reference":
         raise InputError(
             "--reference_csv reproduces the reference protocol; use it with --protocol reference"

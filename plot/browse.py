@@ -28,12 +28,12 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
-from PIL import Image
 
 from rrg.cases import STUDY_METRICS, Run, build_cases, load_run
 from rrg.chexpert_lexicon import OBSERVATIONS
 from rrg.cli import exits_on_input_error
 from rrg.entries import DEFAULT_IMAGE_DIR, verify_image
+from rrg.images import read_image
 from rrg.io import InputError, atomic_write_text
 from rrg.metrics import METRICS, SECTIONS
 from rrg.results import format_value
@@ -119,13 +119,12 @@ def image_source(path: str | None, page_dir: Path, thumbnail_px: int) -> str | N
         raise UnreadableImage(reason)
     if thumbnail_px > 0:
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                image.thumbnail((thumbnail_px, thumbnail_px))
-                buffer = io.BytesIO()
-                image.save(buffer, format="JPEG", quality=80)
-        except Exception as e:  # noqa: BLE001 - verify() passed but decoding failed: the same verdict
-            raise UnreadableImage(f"unreadable image {path!r} ({type(e).__name__}: {e})") from None
+            image = read_image(path)
+        except InputError as e:  # verify() passed but decoding failed: the same verdict
+            raise UnreadableImage(f"unreadable image {e}") from None
+        image.thumbnail((thumbnail_px, thumbnail_px))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=80)
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     relative = os.path.relpath(Path(path).resolve(), page_dir)
     return urllib.parse.quote(Path(relative).as_posix())

@@ -23,11 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
-from PIL import Image
 
 from rrg.cases import STUDY_METRICS, build_cases, load_run
 from rrg.cli import exits_on_input_error
 from rrg.entries import DEFAULT_IMAGE_DIR
+from rrg.images import read_image
 from rrg.io import InputError
 from rrg.results import save_figure
 
@@ -131,8 +131,7 @@ def draw_row(fig, spec, case: dict, blocks: list[tuple[str, list]], width: float
     image_ax.set_axis_off()
     image = case["images"][0] if case["images"] else None
     if image and image["path"]:
-        with Image.open(image["path"]) as pixels:
-            image_ax.imshow(pixels.convert("L"), cmap="gray")
+        image_ax.imshow(read_image(image["path"]).convert("L"), cmap="gray")
         image_ax.text(
             0.03,
             0.97,

@@ -22,6 +22,7 @@ from PIL import Image
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .entries import Entry, resolve_image
+from .images import read_image
 from .io import InputError
 from .processor import check_image_tokens
 from .prompts import IMAGE_TOKEN, render_prompt
@@ -107,6 +108,9 @@ def encode_dataset(
     questions = [question_of(e) for e in entries]
     image_lists = [select_images(e, views) for e in entries]
     prompt_cache: dict[tuple[str, int], list[int]] = {}  # most entries share one question
+    for entry in entries:
+        if not entry.response.strip():
+            raise InputError(f"{entry.source}: entry {entry.id!r} has no report (response) to train on")
     responses = tokenizer([e.response.strip() for e in entries], add_special_tokens=False)["input_ids"]
     samples = []
     for entry, question, images, response_ids in zip(entries, questions, image_lists, responses):
@@ -126,8 +130,7 @@ def encode_dataset(
 
 
 def load_image(path: str) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return read_image(path)
 
 
 class ReportDataset(torch.utils.data.Dataset):

@@ -11,7 +11,8 @@ JSONL) of objects:
     indication  clinical indication or null (never the string "nan")
     findings    reference findings
     impression  reference impression
-    response    the target text, "Findings: ... Impression: ..."
+    response    the target text, "Findings: ... Impression: ..." (absent: an image without a report, which
+                eval generates for without scoring and training refuses)
 
 The reference paper's files ({"prompt", "input_image", "response"}) are read too: input_image becomes
 images=[its file name] and study_id is taken from the file name ("1234_IM-..." is study 1234). An entry
@@ -128,7 +129,8 @@ def entry_from_record(record: dict, where: str, position: int) -> Entry:
         study_id=study_id,
         images=list(images),
         prompt=_text(record, "prompt", where, required=True),
-        response=_text(record, "response", where, required=True),
+        # absent for images without a report (a user's own folder): generation only, never training
+        response=_text(record, "response", where, required=False) if "response" in record else "",
         findings=_text(record, "findings", where, required=False),
         impression=_text(record, "impression", where, required=False),
         indication=_text(record, "indication", where, required=False),
@@ -174,6 +176,7 @@ def resolve_image(image_dir: str | os.PathLike, name: str, where: str = "") -> P
     base = Path(name).name
     candidates = [
         image_dir / name,
+        image_dir / f"{name}.png",  # a DICOM in a resize cache (rrg.image_cache)
         image_dir / base,
         image_dir / "images_normalized" / base,
         image_dir / "images" / "images_normalized" / base,
@@ -186,13 +189,10 @@ def resolve_image(image_dir: str | os.PathLike, name: str, where: str = "") -> P
 
 
 def verify_image(path: Path) -> str | None:
-    """None if PIL can open and verify the file, else why not (a truncated file, not an image, or more
-    pixels than PIL's decompression-bomb limit): the pre-flight check of training, eval and the browser."""
-    from PIL import Image
+    """None if the file decodes (rrg.images, the reader every stage uses), else why not (a truncated file,
+    not an image, more pixels than the decompression-bomb limit): the pre-flight check of training, eval
+    and the browser."""
+    from .images import image_problem
 
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
-        return f"unreadable image {str(path)!r} ({type(e).__name__}: {e})"
-    return None
+    problem = image_problem(path, quick=True)
+    return f"unreadable image {problem}" if problem else None

@@ -367,6 +367,21 @@ def _records_for(path: Path, entries: Sequence[Entry]) -> list[dict]:
     return [by_id[e.id] for e in entries]
 
 
+def has_references(entries: Sequence[Entry], json_file: str | os.PathLike) -> bool:
+    """True when every entry has a reference report, False when none has (then nothing can be scored,
+    which is said); a file mixing the two is an error, since its scores would silently cover a part."""
+    without = [e for e in entries if not e.response.strip()]
+    if not without:
+        return True
+    if len(without) == len(entries):
+        print(f"note: {json_file} holds no reference reports: generating only, scoring skipped")
+        return False
+    raise InputError(
+        f"{without[0].source}: entry {without[0].id!r} has no reference report (response) while "
+        f"{len(entries) - len(without)} others have one: give all entries a report or none"
+    )
+
+
 def evaluate(config: EvalConfig) -> dict:
     """Generate (resumably), score, write scores.json beside the predictions, print the card.
 
@@ -386,7 +401,8 @@ def evaluate(config: EvalConfig) -> dict:
     config.settings()  # refuses settings that do not go together, before a model is loaded
     if config.liger and (problem := liger_problem(state.device)):
         raise InputError(problem)
-    if config.score:
+    score = config.score and has_references(entries, config.json_file)
+    if score:
         from . import clinical, metrics  # noqa: F401  (fails here, not after hours of generation)
     predictions = config.predictions_path()
 
@@ -404,8 +420,9 @@ def evaluate(config: EvalConfig) -> dict:
             return {}
         for path in outputs.values():
             merge_parts(path, [e.id for e in entries])
-        if not config.score:
-            print("predictions: " + ", ".join(map(str, outputs.values())) + " (not scored: --no_score)")
+        if not score:
+            why = "--no_score" if not config.score else "the entries have no reference reports"
+            print("predictions: " + ", ".join(map(str, outputs.values())) + f" (not scored: {why})")
             return {}
         return score_run(config, entries, outputs)
 

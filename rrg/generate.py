@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from transformers import BatchFeature, LogitsProcessorList
 
 from .entries import Entry
 from .fused import liger_kernels
 from .graph_decode import NON_FINITE_SCORES, GreedyDecoder, GreedyRules
+from .images import read_image, rgb_image
 from .io import InputError, append_jsonl
 from .kv_cache import PreallocatedCache
 from .processor import check_image_tokens, image_token_id, tokens_per_image
@@ -95,15 +96,8 @@ ADDED_LATER = {"liger": False, "decoder": "generate"}
 def load_image(image: ImageInput, where: str = "") -> Image.Image:
     """An RGB PIL image from a PIL image or a path; a missing or unreadable file is an InputError."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    place = f"{where}: " if where else ""
-    try:
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    except FileNotFoundError:
-        raise InputError(f"{place}image {os.fspath(image)} not found") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise InputError(f"{place}cannot read image {os.fspath(image)} ({e})") from None
+        return rgb_image(image)
+    return read_image(image, where)
 
 
 def blank_like(image: Image.Image, image_mean: Sequence[float]) -> Image.Image:
