@@ -138,3 +138,35 @@ def test_findings_section_of_a_prediction_for_the_findings_board():
         section="findings",
     )
     assert out["A"]["model_prediction"] == "clear."
+
+
+def test_table_sets_the_leaderboard_rows_beside_ours(tmp_path):
+    import importlib.util
+    import sys
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("rexrank_make_tables", REPO / "plot" / "make_tables.py")
+    make_tables = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = make_tables  # dataclasses look their module up there
+    spec.loader.exec_module(make_tables)
+    card = tmp_path / "results" / "rexrank" / "constant.scores.json"
+    card.parent.mkdir(parents=True)
+    card.write_text(
+        json.dumps(
+            {
+                "metrics": {"report": {"BLEU-1": 0.3, "BLEU-4": 0.1, "METEOR": 0.1, "ROUGE-L": 0.3, "CIDEr": 0.2}},
+                "rexrank_bleu": {"bleu2": 0.161, "ci95": [0.15, 0.17]},
+            }
+        )
+    )
+    csv = shared_path("rexrank", "findings_result_iu_xray.csv")
+    out = tmp_path / "table"
+    make_tables.main(["--runs", f"{card}:constant", "--rexrank_csv", str(csv), "--out", str(out)])
+    lines = (out / "table.md").read_text().splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| Group")).split("|")]
+    medgemma = [c.strip() for c in next(line for line in lines if "| MedGemma |" in line).split("|")]
+    ours = [c.strip() for c in next(line for line in lines if "| constant |" in line).split("|")]
+    assert medgemma[header.index("Group")] == "ReXrank leaderboard (other model family)"
+    assert medgemma[header.index("ReXrank BLEU-2")] == "0.217" and medgemma[header.index("GREEN")] == "0.724"
+    assert ours[header.index("ReXrank BLEU-2")].startswith("0.161 [") and ours[header.index("GREEN")] == "–"
