@@ -62,6 +62,7 @@ REXRANK_CSV_COLUMNS = (
 )
 REXRANK_MODEL_BASED = REXRANK_CSV_COLUMNS[1:3] + REXRANK_CSV_COLUMNS[4:]
 REXRANK_GROUP = "rexrank"
+REXRANK_RADGRAPH_COLUMN = "RadGraph (ReXrank)"
 UNVERIFIED_MARK = "†"
 GROUP_TITLES = {
     "ours": "ours",
@@ -175,14 +176,14 @@ def rexrank_rows(path: str | Path, split: str) -> list[dict]:
             "Group": REXRANK_GROUP,
             "Model": str(r["Model Name"]),
             "Split": split,
-            "Tooling": "ReXrank (CXR-Report-Metric, RadEval-style model-based metrics)",
+            "Tooling": "ReXrank's evaluation (CXR-Report-Metric BLEU-2, model-based metrics)",
             "Section": "findings" if "findings" in Path(path).name else "report",
             REXRANK_BLEU_COLUMN: format_value(r["BLEU"]),
             **{c: format_value(r[c]) for c in REXRANK_MODEL_BASED},
             "Source": f"ReXrank leaderboard ({Path(path).name}); {r.get('Institution', '')} {r.get('Model URL', '')}",
         }
-        if not pd.isna(r["RadGraph"]):
-            row[RADGRAPH_COLUMN] = format_value(r["RadGraph"])
+        # ReXrank's RadGraph is its own figure, not the card's partial reward: a column of its own.
+        row[REXRANK_RADGRAPH_COLUMN] = format_value(r["RadGraph"])
         rows.append(row)
     return rows
 
@@ -270,7 +271,7 @@ def build_table(specs: list[RunSpec], config: TableConfig) -> pd.DataFrame:
     ]
     extra = [
         c
-        for c in (RADGRAPH_COLUMN, REXRANK_BLEU_COLUMN, *REXRANK_MODEL_BASED)
+        for c in (RADGRAPH_COLUMN, REXRANK_BLEU_COLUMN, REXRANK_RADGRAPH_COLUMN, *REXRANK_MODEL_BASED)
         if any(row.get(c, "–") != "–" for row in rows)
     ]
     columns = ["Group", *INFO_COLUMNS, *STANDARD_METRICS, *clinical, *extra, "Source"]

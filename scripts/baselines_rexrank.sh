@@ -46,7 +46,7 @@ for board in "${BOARDS[@]}"; do
     cp "$PRED/baseline.json" "$OUT/$board/$method.baseline.json"
     CARD="$OUT/$board/$method.scores.json"
     python eval/score.py "$PRED/predictions.jsonl" --out "$CARD" --bootstrap "$BOOTSTRAP" | tail -n 4
-    RUNS+=("$CARD:$method:ReXrank IU X-Ray test ($board)")
+    RUNS+=("$CARD:$method:ReXrank IU X-Ray test (590)")
   done
   [ "$TABLES" = 1 ] || continue
   step "$board: table"
