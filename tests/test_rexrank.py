@@ -155,7 +155,9 @@ def test_table_sets_the_leaderboard_rows_beside_ours(tmp_path):
     card.write_text(
         json.dumps(
             {
-                "metrics": {"report": {"BLEU-1": 0.3, "BLEU-4": 0.1, "METEOR": 0.1, "ROUGE-L": 0.3, "CIDEr": 0.2}},
+                "metrics": {
+                    "report": {"BLEU-1": 0.3, "BLEU-4": 0.1, "METEOR": 0.1, "ROUGE-L": 0.3, "CIDEr": 0.2}
+                },
                 "rexrank_bleu": {"bleu2": 0.161, "ci95": [0.15, 0.17]},
             }
         )

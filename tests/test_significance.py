@@ -71,7 +71,15 @@ def test_a_run_better_on_every_study_is_significant():
         assert m["p_value"] < 0.01, name
 
 
-def test_point_values_are_the_score_cards():
+@pytest.fixture(scope="module")
+def meteor():
+    from rrg.metrics import MeteorScorer
+
+    with MeteorScorer() as scorer:
+        yield scorer
+
+
+def test_point_values_are_the_score_cards(meteor):
     runs = [_run("bad", _bad), _run("half", _half)]
     result = compare_runs(runs, bootstrap=20, permutations=20, labeler="offline", meteor=True)
     metrics = result["comparisons"][0]["metrics"]
@@ -79,7 +87,7 @@ def test_point_values_are_the_score_cards():
         records = [
             {"id": s, "prediction": run.predictions[s], "reference": run.references[s]} for s in run.studies
         ]
-        card = score_records(records, labeler="offline")
+        card = score_records(records, labeler="offline", meteor=meteor)
         for section in ("report", "findings", "impression"):
             for metric, value in card["metrics"][section].items():
                 assert metrics[f"{section} {metric}"][key] == pytest.approx(value, abs=1e-9), (
