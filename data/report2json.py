@@ -3,6 +3,8 @@
     python data/report2json.py --protocol clean --data_dir data/iu_xray --out data/
     python data/report2json.py --protocol reference --data_dir data/iu_xray --out data/reference/
     python data/report2json.py --protocol r2gen --r2gen-annotation annotation.json --out data/r2gen/
+    python data/report2json.py --protocol rexrank --rexrank_dir rexrank/ --r2gen_annotation annotation.json \
+        --board findings --out data/rexrank/
 
 Writes train_report.json, val_report.json (not for reference), test_report.json, reports.csv and
 leak_audit.json into --out, and prints the audit.
@@ -38,14 +40,31 @@ from rrg.io import InputError
 @dataclass
 class Report2JsonConfig:
     protocol: str = field(
-        default="clean", metadata={"help": "reference | r2gen | clean", "choices": PROTOCOLS}
+        default="clean", metadata={"help": "reference | r2gen | clean | rexrank", "choices": PROTOCOLS}
     )
     data_dir: str = field(default="data/iu_xray", metadata={"help": "the folder data/download.py laid out"})
     out: str = field(default="data", metadata={"help": "where the split files go"})
     reference_csv: str | None = field(
         default=None, metadata={"help": "the reference's report.csv instead of the Kaggle CSVs (exact copy)"}
     )
-    r2gen_annotation: str | None = field(default=None, metadata={"help": "R2Gen's annotation.json (r2gen)"})
+    r2gen_annotation: str | None = field(
+        default=None, metadata={"help": "R2Gen's annotation.json (r2gen; rexrank: its train split)"}
+    )
+    rexrank_dir: str | None = field(
+        default=None, metadata={"help": "rexrank: the folder of ReXRank_IUXray_test.json and ReXRank_IUXray_valid.json"}
+    )
+    board: str = field(
+        default="findings",
+        metadata={
+            "help": "rexrank: which ReXrank board the references are for: findings (findings only) or "
+            "findings_impression ('Findings: ... Impression: ...')",
+            "choices": ["findings", "findings_impression"],
+        },
+    )
+    context: bool = field(
+        default=False,
+        metadata={"help": "rexrank: ReXrank's context (indication and comparison) appended to the question"},
+    )
     seed: int = field(default=42, metadata={"help": "clean protocol: split seed"})
     fractions: list[float] = field(
         default_factory=lambda: [0.7, 0.1, 0.2], metadata={"help": "clean protocol: train val test fractions"}
@@ -99,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         indication=args.indication,
         xxxx=args.xxxx,
         r2gen_annotation=args.r2gen_annotation,
+        rexrank_dir=args.rexrank_dir,
+        board=args.board,
+        context=args.context,
     )
     if args.reference_csv:
         table = read_reference_table(args.reference_csv, args.data_dir)
@@ -117,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     written = write_splits(splits, table, audit, args.out)
     print(format_audit(audit))
     if config.notes:
-        print(f"notes: {config.notes if args.protocol != 'r2gen' else _short_notes(config.notes)}")
+        print(f"notes: {config.notes if args.protocol not in ('r2gen', 'rexrank') else _short_notes(config.notes)}")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

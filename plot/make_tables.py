@@ -25,6 +25,7 @@ import pandas as pd
 from transformers import HfArgumentParser
 
 from rrg.cli import exits_on_input_error
+from rrg.clinical import CLINICAL_NAMES, LABELER_NAMES
 from rrg.io import InputError, atomic_write_text
 from rrg.results import (
     DEFAULT_LITERATURE,
@@ -43,10 +44,32 @@ from rrg.results import (
 )
 
 INFO_COLUMNS = ["Model", "Split", "Tooling", "Section"]
-# Clinical columns: the card's "clinical" block (rrg.clinical); RadGraph is its partial reward.
-CLINICAL_COLUMNS = {"F1-14 micro": "f1_micro_14", "F1-5 micro": "f1_micro_5", "RadGraph": "radgraph_partial"}
+# Clinical columns: the card's "clinical" block (rrg.clinical), each named with its labeler (the offline rules
+# read higher than CheXbert on the same texts); RadGraph is its partial reward.
+CLINICAL_KEYS = ("f1_micro_14", "f1_micro_5", "f1_micro_13")
+RADGRAPH_COLUMN = "RadGraph"
+REXRANK_BLEU_COLUMN = "ReXrank BLEU-2"
+# ReXrank's leaderboard CSV columns (BLEU is its BLEU-2) and what our cards hold of them.
+REXRANK_CSV_COLUMNS = (
+    "BLEU",
+    "BertScore",
+    "SembScore",
+    "RadGraph",
+    "1/RadCliQ-v1",
+    "RaTEScore",
+    "GREEN",
+    "1/FineRadScore",
+)
+REXRANK_MODEL_BASED = REXRANK_CSV_COLUMNS[1:3] + REXRANK_CSV_COLUMNS[4:]
+REXRANK_GROUP = "rexrank"
+REXRANK_RADGRAPH_COLUMN = "RadGraph (ReXrank)"
 UNVERIFIED_MARK = "†"
-GROUP_TITLES = {"ours": "ours", "reference": "reference paper", "literature": "literature"}
+GROUP_TITLES = {
+    "ours": "ours",
+    "reference": "reference paper",
+    "literature": "literature",
+    REXRANK_GROUP: "ReXrank leaderboard (other model family)",
+}
 NOTE = (
     "Rows are comparable only when Split AND Tooling match. 'pycocoevalcap corpus-level' = corpus BLEU "
     "(coco-caption), METEOR 1.5 jar, ROUGE-L, CIDEr-D over the whole test set; 'nltk sentence-level (legacy)' "
@@ -54,7 +77,13 @@ NOTE = (
     "on the same predictions. '–' = not reported. † = published numbers not all confirmed against a source "
     "(see plot/literature.json). F1-14 / F1-5 micro: CheXpert-label F1 (positive vs rest) over the 14 / 5 "
     "observations from the labeler the card names (clinical.labeler: 'offline' = this repository's rule-based "
-    "CheXpert labeler, not the CheXbert-F1 of papers); RadGraph: RadGraph-F1 (partial reward) where computed."
+    "CheXpert labeler, not the CheXbert-F1 of papers); RadGraph: RadGraph-F1 (partial reward) where computed. "
+    "Every F1 column names its labeler: the offline rules read about 0.08 higher in micro-F1-14 than CheXbert "
+    "on a published model's IU X-Ray outputs, so an offline figure is never to be set beside a published "
+    "CheXbert one. 'without No Finding': micro F1 of the other 13 observations. ReXrank BLEU-2: "
+    "CXR-Report-Metric's per-study BLEU-2, mean over studies (ReXrank's 'BLEU'). ReXrank leaderboard rows are "
+    "other model families (mostly trained on MIMIC-CXR), scored by ReXrank with model-based metrics we did not "
+    "run here (no weights reachable)."
 )
 
 
@@ -71,6 +100,12 @@ class TableConfig:
     section: str = field(default="report", metadata={"help": "Card section for our standard rows."})
     legacy_section: str = field(default="findings", metadata={"help": "Card legacy section for legacy rows."})
     with_ci: bool = field(default=True, metadata={"help": "Show [lo, hi] bootstrap intervals when present."})
+    rexrank_csv: str | None = field(
+        default=None,
+        metadata={
+            "help": "A ReXrank leaderboard CSV (e.g. findings_result_iu_xray.csv): its rows join the table"
+        },
+    )
 
 
 @dataclass
@@ -100,16 +135,57 @@ def _metric_cells(metrics: dict, ci95: dict | None = None) -> dict[str, str]:
     return cells
 
 
+def clinical_column(key: str, labeler: str) -> str:
+    """A clinical column's name, e.g. "F1-14 micro, CheXpert rules (offline)": it always names its labeler."""
+    return f"{CLINICAL_NAMES[key]}, {LABELER_NAMES.get(labeler, labeler)}"
+
+
+def _cell(value: float | None, bounds: list[float] | None, with_ci: bool) -> str:
+    text = format_value(value)
+    if with_ci and bounds and text != "–":
+        text += f" [{format_value(bounds[0])}, {format_value(bounds[1])}]"
+    return text
+
+
 def _clinical_cells(card: ScoreCard | None, with_ci: bool = True) -> dict[str, str]:
-    """The clinical columns of a card ('–' where it has no clinical block or no RadGraph)."""
+    """The clinical columns a card fills (its labeler's F1 columns, RadGraph, ReXrank's BLEU-2); build_table
+    gives every other column '–'."""
     cells = {}
-    for column, key in CLINICAL_COLUMNS.items():
-        value, bounds = clinical_value(card, key) if card is not None else (None, None)
-        text = format_value(value)
-        if with_ci and bounds and text != "–":
-            text += f" [{format_value(bounds[0])}, {format_value(bounds[1])}]"
-        cells[column] = text
+    labeler = (card.clinical or {}).get("labeler") if card is not None else None
+    if labeler and labeler != "none":
+        for key in CLINICAL_KEYS:
+            cells[clinical_column(key, labeler)] = _cell(*clinical_value(card, key), with_ci)
+    if card is not None:
+        cells[RADGRAPH_COLUMN] = _cell(*clinical_value(card, "radgraph_partial"), with_ci)
+        block = card.rexrank_bleu or {}
+        cells[REXRANK_BLEU_COLUMN] = _cell(block.get("bleu2"), block.get("ci95"), with_ci)
     return cells
+
+
+def rexrank_rows(path: str | Path, split: str) -> list[dict]:
+    """ReXrank leaderboard rows (another model family), their BLEU as ReXrank BLEU-2."""
+    frame = pd.read_csv(path) if Path(path).is_file() else None
+    if frame is None:
+        raise InputError(f"{path}: file not found (a ReXrank leaderboard CSV)")
+    missing = [c for c in ("Model Name", *REXRANK_CSV_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}")
+    rows = []
+    for _, r in frame.iterrows():
+        row = {
+            "Group": REXRANK_GROUP,
+            "Model": str(r["Model Name"]),
+            "Split": split,
+            "Tooling": "ReXrank's evaluation (CXR-Report-Metric BLEU-2, model-based metrics)",
+            "Section": "findings" if "findings" in Path(path).name else "report",
+            REXRANK_BLEU_COLUMN: format_value(r["BLEU"]),
+            **{c: format_value(r[c]) for c in REXRANK_MODEL_BASED},
+            "Source": f"ReXrank leaderboard ({Path(path).name}); {r.get('Institution', '')} {r.get('Model URL', '')}",
+        }
+        # ReXrank's RadGraph is its own figure, not the card's partial reward: a column of its own.
+        row[REXRANK_RADGRAPH_COLUMN] = format_value(r["RadGraph"])
+        rows.append(row)
+    return rows
 
 
 def rows_for_card(card: ScoreCard, spec: RunSpec, config: TableConfig) -> list[dict]:
@@ -183,8 +259,27 @@ def build_table(specs: list[RunSpec], config: TableConfig) -> pd.DataFrame:
     # Reference paper before the literature: it is the row our legacy rows are meant to be read against.
     published.sort(key=lambda r: r["group"] != "reference")
     rows.extend(literature_rows(published))
-    columns = ["Group", *INFO_COLUMNS, *STANDARD_METRICS, *CLINICAL_COLUMNS, "Source"]
-    return pd.DataFrame(rows, columns=columns)
+    if config.rexrank_csv:
+        rows.extend(rexrank_rows(config.rexrank_csv, "ReXrank IU X-Ray test (590)"))
+    # Value columns in a fixed order: n-gram, then the clinical ones some row fills, then ReXrank's.
+    filled = {k for row in rows for k in row}  # a labeler's columns exist when one of its cards is here
+    clinical = [
+        clinical_column(key, labeler)
+        for labeler in LABELER_NAMES
+        for key in CLINICAL_KEYS
+        if clinical_column(key, labeler) in filled
+    ]
+    extra = [
+        c
+        for c in (RADGRAPH_COLUMN, REXRANK_BLEU_COLUMN, REXRANK_RADGRAPH_COLUMN, *REXRANK_MODEL_BASED)
+        if any(row.get(c, "–") != "–" for row in rows)
+    ]
+    columns = ["Group", *INFO_COLUMNS, *STANDARD_METRICS, *clinical, *extra, "Source"]
+    return pd.DataFrame(rows, columns=columns).fillna("–")
+
+
+def value_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in ("Group", *INFO_COLUMNS, "Source")]
 
 
 def render_markdown(table: pd.DataFrame) -> str:
@@ -194,14 +289,14 @@ def render_markdown(table: pd.DataFrame) -> str:
     return f"# IU X-Ray report generation: comparison\n\n{body}\n{NOTE}\n\nSources:\n\n{sources}\n"
 
 
-GROUP_COLOURS = {"ours": "#dbeafe", "reference": "#fde68a", "literature": "#f3f4f6"}
+GROUP_COLOURS = {"ours": "#dbeafe", "reference": "#fde68a", "literature": "#f3f4f6", REXRANK_GROUP: "#dcfce7"}
 
 
 def render_png(table: pd.DataFrame, path: Path) -> None:
     """A matplotlib table sized to its content, rows shaded by group, with the comparability note."""
     shown = table.drop(columns=["Source"]).assign(Group=table["Group"].map(GROUP_TITLES))
     # Intervals make cells too wide for a figure; the Markdown keeps them.
-    for name in [*STANDARD_METRICS, *CLINICAL_COLUMNS]:
+    for name in value_columns(table):
         shown[name] = shown[name].str.split(" [", regex=False).str[0]
     n_rows, n_cols = shown.shape
     fig_width = max(

@@ -28,7 +28,7 @@ import numpy as np
 
 from rrg.chexpert import OBSERVATIONS
 from rrg.cli import exits_on_input_error
-from rrg.clinical import F1_KEYS
+from rrg.clinical import F1_KEYS, LABELER_NAMES
 from rrg.io import InputError
 from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, clinical_value, load_scores, save_figure
 
@@ -273,7 +273,9 @@ def plot_clinical(cards: list[ScoreCard], out: Path, labels: list[str] | None = 
                 ax.text(x, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="grey")
     ax.tick_params(axis="x", labelsize=8)
     settings = {(c.clinical.get("labeler"), c.clinical.get("uncertain")) for c, _ in pairs}
-    setting = "; ".join(f"labeler {lab}, uncertain = {unc}" for lab, unc in sorted(settings, key=str))
+    setting = "; ".join(
+        f"{LABELER_NAMES.get(lab, lab)}, uncertain = {unc}" for lab, unc in sorted(settings, key=str)
+    )
     has_ci = bool(per_errors.any())
     ax.set_title(f"CheXpert-14 F1 per observation ({setting}; positive vs rest)" + (
         "; error bars: bootstrap 95% CI" if has_ci else ""))  # fmt: skip
@@ -290,7 +292,12 @@ def plot_clinical(cards: list[ScoreCard], out: Path, labels: list[str] | None = 
     _bars(ax, [k.replace("f1_", "F1 ").replace("_", " ") for k in keys], values, errors, names)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1")
-    ax.set_title("Micro / macro F1 over 14 and over 5 observations")
+    labelers = ", ".join(
+        sorted(
+            {LABELER_NAMES.get(c.clinical.get("labeler"), str(c.clinical.get("labeler"))) for c, _ in pairs}
+        )
+    )
+    ax.set_title(f"Micro / macro F1 over 14 and over 5 observations; labels: {labelers}")
 
     if controls:
         ax = axes["delta"]

@@ -12,6 +12,7 @@ The steps, one function each:
 Protocols:
     reference   the reference paper's data, reproduced on purpose (its Problems-in-prompt leak included)
     r2gen       the standard R2Gen split (train 2,069 / val 296 / test 590 studies) from its annotation.json
+    rexrank     ReXrank's IU X-Ray board: its test (590) and val (296) files, R2Gen's train split (rrg/rexrank.py)
     clean       a seeded study-level split, a prompt with nothing taken from the report (the default)
 """
 
@@ -30,7 +31,7 @@ from .entries import Entry
 from .io import InputError, atomic_write_json, atomic_write_text, read_json_object
 from .prompts import REFERENCE_PROMPT_PREFIX, format_response, report_question
 
-PROTOCOLS = ("reference", "r2gen", "clean")
+PROTOCOLS = ("reference", "r2gen", "clean", "rexrank")
 REPORT_COLUMNS = ("uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression")
 PROJECTION_COLUMNS = ("uid", "filename", "projection")
 REFERENCE_COLUMNS = ("uid", "image_files", "Problems", "findings", "impression", "indication")
@@ -69,7 +70,10 @@ class SplitConfig:
     views: str = "frontal"  # "frontal" (one image per study) or "both" (frontal + lateral)
     indication: bool = False  # clean protocol: append the clinical indication to the question
     xxxx: str | None = None  # replacement for the anonymisation token "XXXX" (None keeps it)
-    r2gen_annotation: str | None = None  # path of R2Gen's annotation.json (r2gen protocol)
+    r2gen_annotation: str | None = None  # path of R2Gen's annotation.json (r2gen and rexrank protocols)
+    rexrank_dir: str | None = None  # rexrank protocol: the folder of ReXrank's IU X-Ray JSONs
+    board: str = "findings"  # rexrank protocol: "findings" or "findings_impression" (the reference text)
+    context: bool = False  # rexrank protocol: ReXrank's context (indication, comparison) in the question
     notes: dict = field(default_factory=dict)  # counts the builders report (skips, fallbacks)
 
 
@@ -449,6 +453,10 @@ def build_split(
         return r2gen_split(table, config)
     if protocol == "clean":
         return clean_split(table, config)
+    if protocol == "rexrank":
+        from .rexrank import rexrank_split
+
+        return rexrank_split(table, config)
     raise InputError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
 
 

@@ -693,6 +693,12 @@ def score_records(
             radgraph=radgraph,
             weights=weights,
         )
+    from .rexrank_bleu import block as rexrank_bleu
+
+    # ReXrank's own BLEU-2 beside ours: a row placed on the leaderboard's scale needs its figure, not ours.
+    card["rexrank_bleu"] = rexrank_bleu(
+        [r["prediction"] for r in kept], [_references(r)[0] for r in kept], weights
+    )
     card["counts"] = {
         "lines": len(records),
         "studies": len(set(study_ids)),
@@ -757,6 +763,10 @@ def format_card(card: dict) -> str:
         for section in ("findings", "impression"):
             lines.append(f"{section:<11}" + "".join(f"{legacy[section][k]:>10.4f}" for k in keys))
         lines.append(f"unparsed predictions: {legacy['unparsed_predictions']}")
+    if card.get("rexrank_bleu", {}).get("bleu2") is not None:
+        block = card["rexrank_bleu"]
+        ci = f" [{block['ci95'][0]:.3f}-{block['ci95'][1]:.3f}]" if "ci95" in block else ""
+        lines.append(f"ReXrank BLEU-2 (CXR-Report-Metric's, mean over studies, raw text): {block['bleu2']:.4f}{ci}")
     if "clinical" in card:
         from .clinical import format_clinical
 

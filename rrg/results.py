@@ -77,6 +77,7 @@ class ScoreCard:
     counts: dict[str, Any] = field(default_factory=dict)
     image_control: dict[str, Any] | None = None
     clinical: dict[str, Any] | None = None  # the "clinical" block (rrg.clinical), validated
+    rexrank_bleu: dict[str, Any] | None = None  # ReXrank's BLEU-2 (rrg.rexrank_bleu), absent in older cards
 
     @property
     def name(self) -> str:
@@ -137,6 +138,7 @@ def load_scores(path: str | os.PathLike) -> ScoreCard:
         counts=data.get("counts") or {},
         image_control=control,
         clinical=clinical,
+        rexrank_bleu=data.get("rexrank_bleu") if isinstance(data.get("rexrank_bleu"), dict) else None,
     )
 
 

@@ -1,44 +1,57 @@
 #!/usr/bin/env bash
-# Text-only baselines on ReXrank's public MIMIC-CXR (2,347 studies) and CheXpert Plus (200 studies) test texts,
-# scored offline: no images, no model, no GPU, no MIMIC-CXR or CheXpert Plus download (the test sets come from
-# ReXrank's JSONs; report2json --test_set rexrank --text_only). Neither dataset's train split is available here,
-# so the report pool of constant and random is IU X-Ray's clean-protocol train split (from the Kaggle CSVs):
-# a cross-dataset baseline. nearest_indication and prompt_oracle need the test dataset's own train split and
-# are not run; reference_copy (the upper bound) needs no train split and is run.
-# Writes results/baselines/rexrank_mimic_cxr/ and results/baselines/rexrank_chexpert_plus/:
-#   <method>.scores.json, <method>.baseline.json, table.md (per section: BLEU-4, METEOR, ROUGE-L, CIDEr, F1-14)
-# Usage: bash scripts/baselines_rexrank.sh   Settings (environment): IU (a Kaggle-format folder: its CSVs),
-# REXRANK (the folder of ReXrank's JSONs), WORK, OUT, BOOTSTRAP.
+# Text-only baselines (eval/baselines.py) on ReXrank's IU X-Ray protocol, both boards, from the Kaggle CSVs and
+# ReXrank's JSONs alone: no images, no model, no GPU. Every metric that runs offline: pycocoevalcap's, ReXrank's
+# BLEU-2, the offline CheXpert-rules F1. Writes results/baselines/rexrank/<board>/:
+#   <method>.scores.json      eval/score.py card (one line per study, bootstrap CIs)
+#   <method>.baseline.json    what the method chose
+#   table/table.md, table/table.png   plot/make_tables.py, with the ReXrank leaderboard rows of the board
+# Usage: bash scripts/baselines_rexrank.sh    Settings (environment): DATA (Kaggle-format folder; only its CSVs
+# are read), ANNOTATION (R2Gen's annotation.json, the train split), REXRANK (folder of ReXrank's JSONs and CSVs),
+# WORK (splits and predictions, not committed), OUT, BOOTSTRAP, TABLES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IU=${IU:-data/iu_xray}
+DATA=${DATA:-data/iu_xray}
+ANNOTATION=${ANNOTATION:-$DATA/r2gen_annotation.json}
 REXRANK=${REXRANK:-data/rexrank}
-WORK=${WORK:-runs/baselines_rexrank}
-OUT=${OUT:-results/baselines}
+WORK=${WORK:-runs/baselines-rexrank}
+OUT=${OUT:-results/baselines/rexrank}
 BOOTSTRAP=${BOOTSTRAP:-1000}
-METHODS=(constant random reference_copy)
-for f in "$IU/indiana_reports.csv" "$IU/indiana_projections.csv" "$REXRANK/ReXRank_MIMICCXR_test.json" \
-  "$REXRANK/ReXRank_CheXpertPlus.json"; do
-  [ -f "$f" ] || { echo "error: $f is missing (set IU=... / REXRANK=...)" >&2; exit 1; }
+TABLES=${TABLES:-1}  # 0: cards only (the tables come from plot/make_tables.py afterwards)
+METHODS=(constant random nearest_indication prompt_oracle reference_copy)
+BOARDS=(findings findings_impression)
+START=$SECONDS
+step() { printf '\n== %s (%d s)\n' "$*" $((SECONDS - START)); }
+
+for f in "$DATA/indiana_reports.csv" "$DATA/indiana_projections.csv" "$ANNOTATION" \
+  "$REXRANK/ReXRank_IUXray_test.json" "$REXRANK/ReXRank_IUXray_valid.json"; do
+  [ -f "$f" ] || { echo "error: $f is missing (set DATA, ANNOTATION or REXRANK)" >&2; exit 1; }
 done
 command -v java >/dev/null || { echo "error: java not found (METEOR runs meteor-1.5.jar): install a JRE" >&2; exit 1; }
-rm -rf "$WORK" "$OUT/rexrank_mimic_cxr" "$OUT/rexrank_chexpert_plus"  # only what this script writes
-mkdir -p "$WORK"
-python data/report2json.py --protocol clean --data_dir "$IU" --images_from_csv --out "$WORK/iu" >"$WORK/iu.log"
-for pair in "mimic-cxr:ReXRank_MIMICCXR_test.json:rexrank_mimic_cxr" \
-  "chexpert-plus:ReXRank_CheXpertPlus.json:rexrank_chexpert_plus"; do
-  IFS=: read -r dataset json name <<<"$pair"
-  python data/report2json.py --dataset "$dataset" --test_set rexrank --rexrank_json "$REXRANK/$json" --text_only \
-    --out "$WORK/$name/data" | tail -n 1
-  mkdir -p "$OUT/$name"
+
+rm -rf "$WORK" "$OUT"  # nothing of an earlier run may mix with this one
+mkdir -p "$WORK" "$OUT"
+for board in "${BOARDS[@]}"; do
+  step "$board: splits (data/report2json.py --protocol rexrank --board $board)"
+  SPLITS="$WORK/$board/data"
+  python data/report2json.py --protocol rexrank --rexrank_dir "$REXRANK" --r2gen_annotation "$ANNOTATION" \
+    --board "$board" --data_dir "$DATA" --images_from_csv --out "$SPLITS" >"$WORK/$board.report2json.log"
+  tail -n 4 "$WORK/$board.report2json.log"
+  RUNS=()
+  mkdir -p "$OUT/$board"
   for method in "${METHODS[@]}"; do
-    PRED="$WORK/$name/$method"
-    python eval/baselines.py --method "$method" --json_file "$WORK/$name/data/test_report.json" \
-      --train_json "$WORK/iu/train_report.json" --out "$PRED" --seed 0
-    cp "$PRED/baseline.json" "$OUT/$name/$method.baseline.json"
-    python eval/score.py "$PRED/predictions.jsonl" --out "$OUT/$name/$method.scores.json" --bootstrap "$BOOTSTRAP" \
-      | tail -n 7
+    step "$board: $method"
+    PRED="$WORK/$board/$method"
+    python eval/baselines.py --method "$method" --json_file "$SPLITS/test_report.json" \
+      --train_json "$SPLITS/train_report.json" --out "$PRED" --seed 0
+    cp "$PRED/baseline.json" "$OUT/$board/$method.baseline.json"
+    CARD="$OUT/$board/$method.scores.json"
+    python eval/score.py "$PRED/predictions.jsonl" --out "$CARD" --bootstrap "$BOOTSTRAP" | tail -n 4
+    RUNS+=("$CARD:$method:ReXrank IU X-Ray test (590)")
   done
-  python scripts/baselines_rexrank_table.py "$OUT/$name" "${METHODS[@]}"
+  [ "$TABLES" = 1 ] || continue
+  step "$board: table"
+  CSV=$REXRANK/result_iu_xray.csv
+  [ "$board" = findings ] && CSV=$REXRANK/findings_result_iu_xray.csv
+  python plot/make_tables.py --runs "${RUNS[@]}" --rexrank_csv "$CSV" --out "$OUT/$board/table"
 done
-echo "done: $OUT/rexrank_mimic_cxr/table.md, $OUT/rexrank_chexpert_plus/table.md"
+step "done: $OUT/*/table/table.md"

@@ -69,7 +69,7 @@ def test_cli_writes_the_card(tmp_path, capsys):
     out = tmp_path / "card.json"
     score.main([str(path), "--out", str(out), "--bootstrap", "50", "--seed", "3"])
     card = json.loads(out.read_text())
-    assert set(card) == {"metrics", "ci95", "counts", "settings", "versions", "notes", "clinical"}
+    assert set(card) == {"metrics", "ci95", "counts", "settings", "versions", "notes", "clinical", "rexrank_bleu"}
     assert card["counts"]["scored"] == 2 and card["counts"]["duplicate_views_dropped"] == 1
     assert card["counts"]["empty_predictions"] == 1
     assert card["settings"] == {

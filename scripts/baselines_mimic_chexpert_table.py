@@ -1,6 +1,6 @@
-"""The table of scripts/baselines_rexrank.sh: each method's scores per section, from its metric cards.
+"""The table of scripts/baselines_mimic_chexpert.sh: each method's scores per section, from its metric cards.
 
-    python scripts/baselines_rexrank_table.py results/baselines/rexrank_mimic_cxr constant random reference_copy
+    python scripts/baselines_mimic_chexpert_table.py results/baselines/rexrank_mimic_cxr constant random reference_copy
 
 Writes FOLDER/table.md (BLEU-4, METEOR, ROUGE-L, CIDEr with 95% bootstrap intervals, and the offline
 labeler's CheXpert-14 micro F1) from FOLDER/<method>.scores.json.
@@ -48,7 +48,7 @@ def table(folder: Path, methods: list[str]) -> str:
     for method in methods:
         path = folder / f"{method}.scores.json"
         if not path.is_file():
-            raise InputError(f"{path}: not found (run scripts/baselines_rexrank.sh)")
+            raise InputError(f"{path}: not found (run scripts/baselines_mimic_chexpert.sh)")
         card = read_json_object(path)
         scored = card["counts"]["sections_scored"]
         for section in ("report", "findings", "impression"):
