@@ -70,7 +70,8 @@ def test_cli_then_eval_generates_and_says_scoring_is_skipped(tmp_path, monkeypat
     split = out / "test_report.json"
     assert all("response" in r and r["response"] == "" for r in json.loads(split.read_text()))
 
-    def fake_generate(model, processor, items, paths, out, identity, settings, num_workers=0, progress=True):
+    def fake_generate(model, processor, items, paths, out, identity, settings, num_workers=0, progress=True,
+                      inputs_of=None):
         for _, names in items:  # the images really decode through the shared reader
             assert all(generate.load_image(folder / n).mode == "RGB" for n in names)
         append_jsonl(out, *(generate.prediction_line(e, n, "Findings: x. Impression: y.", identity) for e, n in items))
