@@ -51,6 +51,13 @@ class Report2JsonConfig:
     indication: bool = field(
         default=False, metadata={"help": "append the clinical indication to the question"}
     )
+    regions: str | None = field(
+        default=None,
+        metadata={
+            "help": "region-structured targets (Lung:/Heart:/Mediastinal:/Bone:/Others: lines, then Impression:): "
+            "'classifier' (rrg.regions) or a region file in WangLab's format (its missing studies classified)"
+        },
+    )
     xxxx: str | None = field(
         default=None, metadata={"help": "replace the anonymisation token XXXX with this"}
     )
@@ -69,6 +76,10 @@ class Report2JsonConfig:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(Report2JsonConfig).parse_args_into_dataclasses(args=argv)
+    if args.regions and args.protocol == "reference":
+        raise InputError(
+            "--regions rewrites the targets; the reference protocol reproduces the paper's as they are"
+        )
     if args.reference_csv and args.protocol != "reference":
         raise InputError(
             "--reference_csv reproduces the reference protocol; use it with --protocol reference"
@@ -80,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         indication=args.indication,
         xxxx=args.xxxx,
         r2gen_annotation=args.r2gen_annotation,
+        regions=args.regions,
     )
     if args.reference_csv:
         table = read_reference_table(args.reference_csv, args.data_dir)

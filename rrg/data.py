@@ -21,6 +21,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ import pandas as pd
 
 from .entries import Entry
 from .io import InputError, atomic_write_json, atomic_write_text, read_json_object
-from .prompts import REFERENCE_PROMPT_PREFIX, format_response, report_question
+from .prompts import REFERENCE_PROMPT_PREFIX, format_response, region_question, report_question
 
 PROTOCOLS = ("reference", "r2gen", "clean")
 REPORT_COLUMNS = ("uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression")
@@ -70,6 +71,9 @@ class SplitConfig:
     indication: bool = False  # clean protocol: append the clinical indication to the question
     xxxx: str | None = None  # replacement for the anonymisation token "XXXX" (None keeps it)
     r2gen_annotation: str | None = None  # path of R2Gen's annotation.json (r2gen protocol)
+    # Region-structured targets: "classifier" (rrg.regions) or a region file in WangLab's format
+    # (studies it lacks fall back to the classifier, counted in notes); None writes free text.
+    regions: str | None = None
     notes: dict = field(default_factory=dict)  # counts the builders report (skips, fallbacks)
 
 
@@ -339,17 +343,46 @@ def study_entry(row: pd.Series, config: SplitConfig, findings: str | None, impre
     """One entry per study: its chosen image(s), a question without report text, cleaned references."""
     indication = clean_text(row["indication"], config.xxxx)
     images, views = pick_images(row, config.views, config.notes)
+    prompt = report_question(indication if config.indication else None)
+    response = format_response(findings or "", impression or "").strip()
+    if config.regions:
+        from .regions import format_region_response  # sklearn, only when asked for
+
+        prompt = region_question(indication if config.indication else None)
+        response = format_region_response(study_regions(str(row["uid"]), findings, config), impression)
     return Entry(
         id=str(row["uid"]),
         study_id=str(row["uid"]),
         images=images,
         views=views,
-        prompt=report_question(indication if config.indication else None),
-        response=format_response(findings or "", impression or "").strip(),
+        prompt=prompt,
+        response=response,
         findings=findings,
         impression=impression,
         indication=indication,
     )
+
+
+def study_regions(uid: str, findings: str | None, config: SplitConfig) -> dict[str, str]:
+    """The study's findings by region: from the region file when it has the study, else classified."""
+    from .regions import load_classifier, split_regions
+
+    if config.regions != "classifier":
+        by_uid = _region_file_by_uid(config.regions)
+        if uid in by_uid:
+            config.notes["regions_from_file"] = config.notes.get("regions_from_file", 0) + 1
+            return by_uid[uid]
+    config.notes["regions_from_classifier"] = config.notes.get("regions_from_classifier", 0) + 1
+    return split_regions(findings, load_classifier())
+
+
+@lru_cache(maxsize=2)
+def _region_file_by_uid(path: str) -> dict[str, dict[str, str]]:
+    """A WangLab-format region file keyed by study uid ("CXR2384_IM-0942" is uid 2384)."""
+    from .entries import study_id_from_filename
+    from .regions import read_region_file
+
+    return {study_id_from_filename(k): v for k, v in read_region_file(path).items()}
 
 
 def clean_entry(row: pd.Series, config: SplitConfig) -> Entry | None:

@@ -37,6 +37,22 @@ REFERENCE_EVAL_INSTRUCTION = (
 )
 
 
+# The question of region-structured targets (report2json --regions): one line per region, as WangLab-OA
+# trained its model to write, then the impression.
+REGION_QUESTION = (
+    "You are a radiologist. Write the findings for this chest X-ray region by region, one line each: "
+    "Lung:, Heart:, Mediastinal:, Bone:, Others: (leave a region empty when the image shows nothing "
+    "there), then an Impression: line."
+)
+
+
+def region_question(indication: str | None = None) -> str:
+    """The region-structured question, with the clinical indication appended when given."""
+    if indication:
+        return f"{REGION_QUESTION} Indication: {indication}"
+    return REGION_QUESTION
+
+
 def report_question(indication: str | None = None) -> str:
     """The clean protocol's question, with the clinical indication appended when given."""
     if indication:

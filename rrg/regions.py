@@ -147,6 +147,11 @@ def format_regions(regions: dict[str, str]) -> str:
     return "\n".join(f"{r.capitalize()}: {regions.get(r, '').strip()}".rstrip() for r in REGIONS)
 
 
+def format_region_response(regions: dict[str, str], impression: str | None) -> str:
+    """The region-structured target: the region lines, then "Impression: ..."."""
+    return f"{format_regions(regions)}\nImpression: {(impression or '').strip()}".rstrip()
+
+
 def parse_regions(text: str | None) -> dict[str, str] | None:
     """The regions of a region-structured text, or None when it has no "Region:" line (free text).
 

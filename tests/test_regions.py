@@ -94,7 +94,7 @@ def test_score_regions_reads_structured_and_splits_free_text():
         {
             "id": "a",
             "prediction": structured,
-            "reference": "Findings: Heart size is normal. The lungs are clear. Impression: Normal.",
+            "reference": "Findings: Heart size is normal. The lungs are clear. A large hiatal hernia is noted. Impression: Normal.",
         },  # fmt: skip
         {
             "id": "b",
@@ -108,4 +108,5 @@ def test_score_regions_reads_structured_and_splits_free_text():
     assert heart == [{"id": "a", "prediction": "Heart is enlarged.", "reference": "Heart size is normal."}]
     lung = {r["id"]: r for r in seen["region lung"]}
     assert lung["b"]["prediction"] == "The lungs are clear." and lung["b"]["reference"] == "No pneumothorax."
+    assert seen["region others"][0]["prediction"] == ""  # the Impression line is no region's text
     assert block["regions"]["bone"] is None  # no reference has bone text
