@@ -110,3 +110,23 @@ def test_score_regions_reads_structured_and_splits_free_text():
     assert lung["b"]["prediction"] == "The lungs are clear." and lung["b"]["reference"] == "No pneumothorax."
     assert seen["region others"][0]["prediction"] == ""  # the Impression line is no region's text
     assert block["regions"]["bone"] is None  # no reference has bone text
+
+
+def test_plot_regions_draws_and_tabulates(tmp_path, capsys):
+    from plot.regions import main
+
+    def card(bleu: float) -> dict:
+        metrics = dict.fromkeys(("BLEU-1", "BLEU-2", "BLEU-3", "METEOR", "ROUGE-L", "CIDEr"), 0.5)
+        return {"counts": {"scored": 3}, "metrics": {"report": {**metrics, "BLEU-4": bleu}},
+                "ci95": {"report": {"BLEU-4": [bleu - 0.1, bleu + 0.1]}},
+                "clinical": {"summary": {"f1_micro_14": 0.7}}}  # fmt: skip
+
+    block = {"regions": {"lung": card(0.25), "heart": card(0.5), "mediastinal": None, "bone": None,
+             "others": None}, "counts": {}}  # fmt: skip
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps({"metrics": {}, "regions": block}))
+    assert main(["--scores", str(path), "--out", str(tmp_path / "r.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| lung | 0.250 [0.150, 0.350] | 0.500 | 0.500 | 0.700 |" in out
+    assert "| bone | - | - | - | - |" in out
+    assert (tmp_path / "r.png").stat().st_size > 0
