@@ -53,6 +53,29 @@ def region_question(indication: str | None = None) -> str:
     return REGION_QUESTION
 
 
+# The questions of eval/ask.py's tasks. "report" is the training prompt (report_question), so a
+# fine-tuned adapter is asked what it learnt; "differential" asks for a ranked list, as CXR-LLaVA's
+# users do; "question" passes the user's question as written.
+DIFFERENTIAL_QUESTION = (
+    "You are a radiologist. List the differential diagnosis for this chest X-ray, most likely first, "
+    "each with the image findings that support it."
+)
+TASKS = ("report", "differential", "question")
+
+
+def task_question(task: str, question: str | None = None, indication: str | None = None) -> str:
+    """The question of an eval/ask.py task (the indication is appended for report and differential)."""
+    if task == "report":
+        return report_question(indication)
+    if task == "differential":
+        return f"{DIFFERENTIAL_QUESTION} Indication: {indication}" if indication else DIFFERENTIAL_QUESTION
+    if task == "question":
+        if not question or not question.strip():
+            raise ValueError("the question task needs a question")
+        return question.strip()
+    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
 def report_question(indication: str | None = None) -> str:
     """The clean protocol's question, with the clinical indication appended when given."""
     if indication:
