@@ -117,6 +117,12 @@ class TrainConfig:
         LANGUAGE_MODEL_TARGETS, "Modules that get LoRA: a regex (full match) or comma-separated names."
     )
     train_projector: bool = flag(False, "Also train (and save) the vision-to-text projector.")
+    finding_weight: float = flag(
+        1.0,
+        "Loss weight of report tokens in sentences the offline labeler marks positive/uncertain (others 1; "
+        "renormalised to mean 1 per accumulation group; rrg.finding_weights). Training set only.",
+        gt=0,
+    )
     # model / speed
     load_in_4bit: bool = flag(False, "QLoRA: nf4 base weights (CUDA only).")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = flag(
@@ -208,7 +214,7 @@ NOT_FINGERPRINTED = (
 # Settings that change the result but were added after runs had been started: they enter the fingerprint
 # only when set away from this default, so a run started before they existed (which ran at the default)
 # still resumes, and one started with them set is not resumed without them.
-ADDED_LATER = {"fp8": False}
+ADDED_LATER = {"fp8": False, "finding_weight": 1.0}
 
 
 def run_fingerprint(cfg: TrainConfig, accelerator: Accelerator) -> dict:
@@ -471,7 +477,9 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
     per_image = tokens_per_image(AutoConfig.from_pretrained(resolve_model_path(cfg.model_path)))
     train_entries, skipped = checked_entries(cfg.json_file, cfg, accelerator, "training")
     train_set = ReportDataset(
-        encode_dataset(train_entries, tokenizer, cfg.image_dir, per_image, cfg.views, cfg.max_length),
+        encode_dataset(
+            train_entries, tokenizer, cfg.image_dir, per_image, cfg.views, cfg.max_length, cfg.finding_weight
+        ),
         processor.image_processor,
     )
     val_set = None

@@ -59,14 +59,29 @@ def compute_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     )
     logits = outputs.logits.float()  # [B, K, V]
     targets = labels[:, positions + 1]  # [B, K]
+    weights = batch.get("label_weights")  # rrg.finding_weights: sum(w * CE) and sum(w)
+    if weights is not None:
+        weights = weights.to(logits.device)[:, positions + 1] * (targets != IGNORE_INDEX)
+        per_token = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+        )
+        return (per_token * weights.reshape(-1)).sum(), weights.sum()
     loss_sum = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
     return loss_sum, (targets != IGNORE_INDEX).sum()
 
 
-def count_label_tokens(batch: dict) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+def count_label_tokens(batch: dict) -> float:
+    """The label tokens of a batch, or their summed weight when it is finding-weighted: what the loss
+    sum is divided by (so the weights are renormalised to mean 1 over the group's supervised tokens)."""
+    supervised = batch["labels"][:, 1:] != IGNORE_INDEX
+    if "label_weights" in batch:
+        return float((batch["label_weights"][:, 1:] * supervised).sum())
+    return int(supervised.sum())
 
 
 def training_step(model, batch: dict, loss_scale: float | torch.Tensor, backward=None) -> torch.Tensor:
@@ -135,7 +150,8 @@ def accumulate_gradients(
     """Forward/backward every micro-batch of one accumulation group (this rank's share).
 
     Gradients end up as those of (sum of label-token CE over the group on all ranks) / (global label
-    token count), whatever the group's size. Returns the group's GROUP_STATS, summed over all ranks,
+    token count), whatever the group's size. With finding weights (batches carrying "label_weights") both
+    sums are weighted: sum(w * CE) / sum(w), the same exactness. Returns the group's GROUP_STATS, summed over all ranks,
     as one float64 tensor on the device (read it with `read_stats`).
 
     Nothing here waits for the GPU: the token counts come from the CPU batches, the loss scale and the
