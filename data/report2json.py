@@ -51,6 +51,13 @@ class Report2JsonConfig:
     indication: bool = field(
         default=False, metadata={"help": "append the clinical indication to the question"}
     )
+    comparison: bool = field(
+        default=False,
+        metadata={
+            "help": "append the comparison line to the question ('Indication: ... Comparison: ...'); a line "
+            "holding a sentence of the study's own report is dropped and counted"
+        },
+    )
     regions: str | None = field(
         default=None,
         metadata={
@@ -76,6 +83,8 @@ class Report2JsonConfig:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(Report2JsonConfig).parse_args_into_dataclasses(args=argv)
+    if args.comparison and args.protocol == "reference":
+        raise InputError("--comparison changes the prompt; the reference protocol reproduces the paper's")
     if args.regions and args.protocol == "reference":
         raise InputError(
             "--regions rewrites the targets; the reference protocol reproduces the paper's as they are"
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         xxxx=args.xxxx,
         r2gen_annotation=args.r2gen_annotation,
         regions=args.regions,
+        comparison=args.comparison,
     )
     if args.reference_csv:
         table = read_reference_table(args.reference_csv, args.data_dir)

@@ -69,6 +69,7 @@ class SplitConfig:
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # clean protocol: train/val/test
     views: str = "frontal"  # "frontal" (one image per study) or "both" (frontal + lateral)
     indication: bool = False  # clean protocol: append the clinical indication to the question
+    comparison: bool = False  # append the comparison line (dropped, and counted, where it holds report text)
     xxxx: str | None = None  # replacement for the anonymisation token "XXXX" (None keeps it)
     r2gen_annotation: str | None = None  # path of R2Gen's annotation.json (r2gen protocol)
     # Region-structured targets: "classifier" (rrg.regions) or a region file in WangLab's format
@@ -342,13 +343,20 @@ def reference_split(table: pd.DataFrame) -> dict[str, list[Entry]]:
 def study_entry(row: pd.Series, config: SplitConfig, findings: str | None, impression: str | None) -> Entry:
     """One entry per study: its chosen image(s), a question without report text, cleaned references."""
     indication = clean_text(row["indication"], config.xxxx)
+    comparison = clean_text(row["comparison"], config.xxxx) if config.comparison else None
+    if comparison and holds_report_text(comparison, findings, impression):
+        config.notes["comparison_dropped_report_text"] = (
+            config.notes.get("comparison_dropped_report_text", 0) + 1
+        )
+        comparison = None
     images, views = pick_images(row, config.views, config.notes)
-    prompt = report_question(indication if config.indication else None)
+    context = (indication if config.indication else None, comparison)
+    prompt = report_question(*context)
     response = format_response(findings or "", impression or "").strip()
     if config.regions:
         from .regions import format_region_response  # sklearn, only when asked for
 
-        prompt = region_question(indication if config.indication else None)
+        prompt = region_question(*context)
         response = format_region_response(study_regions(str(row["uid"]), findings, config), impression)
     return Entry(
         id=str(row["uid"]),
@@ -360,7 +368,29 @@ def study_entry(row: pd.Series, config: SplitConfig, findings: str | None, impre
         findings=findings,
         impression=impression,
         indication=indication,
+        comparison=comparison,
     )
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+MIN_LEAK_WORDS = 4  # shorter shared phrases ("None.", "XXXX, XXXX.") are not report text
+
+
+def holds_report_text(text: str, *report: str | None) -> bool:
+    """Whether text holds a sentence of the report (MIN_LEAK_WORDS words or more), or the report is
+    quoted in it: a context field must not hand the model its answer."""
+    context = normalised(text) or ""
+    for part in report:
+        for sentence in _SENTENCE_END.split(part or ""):
+            sentence = normalised(sentence.strip(" ."))
+            if sentence and len(sentence.split()) >= MIN_LEAK_WORDS and sentence in context:
+                return True
+    return False
+
+
+def report_text_leaks(entries: list[Entry]) -> int:
+    """Entries whose prompt holds a sentence of their own report (the context fields' guard, audited)."""
+    return sum(holds_report_text(e.prompt, e.findings, e.impression) for e in entries)
 
 
 def study_regions(uid: str, findings: str | None, config: SplitConfig) -> dict[str, str]:
@@ -571,6 +601,7 @@ def leak_audit(splits: dict[str, list[Entry]], table: pd.DataFrame) -> dict:
     }
     leaks = sum(v for counts in audit["label_fields_in_prompts"].values() for v in counts.values())
     audit["label_leak"] = leaks > 0
+    audit["report_text_in_prompts"] = {name: report_text_leaks(entries) for name, entries in splits.items()}
     return audit
 
 

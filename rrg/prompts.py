@@ -46,11 +46,25 @@ REGION_QUESTION = (
 )
 
 
-def region_question(indication: str | None = None) -> str:
-    """The region-structured question, with the clinical indication appended when given."""
-    if indication:
-        return f"{REGION_QUESTION} Indication: {indication}"
-    return REGION_QUESTION
+def context_text(
+    indication: str | None = None, comparison: str | None = None, prior_report: str | None = None
+) -> str:
+    """The one context template, train and eval alike: "Indication: ... Comparison: ... Prior report: ...",
+    each part only when given (ReXrank's context field reads "Indication: ... Comparison: ...")."""
+    parts = (("Indication", indication), ("Comparison", comparison), ("Prior report", prior_report))
+    return " ".join(f"{name}: {text.strip()}" for name, text in parts if text and text.strip())
+
+
+def _with_context(question: str, *context: str | None) -> str:
+    text = context_text(*context)
+    return f"{question} {text}" if text else question
+
+
+def region_question(
+    indication: str | None = None, comparison: str | None = None, prior_report: str | None = None
+) -> str:
+    """The region-structured question, with the context appended when given."""
+    return _with_context(REGION_QUESTION, indication, comparison, prior_report)
 
 
 # The questions of eval/ask.py's tasks. "report" is the training prompt (report_question), so a
@@ -76,11 +90,11 @@ def task_question(task: str, question: str | None = None, indication: str | None
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
-def report_question(indication: str | None = None) -> str:
-    """The clean protocol's question, with the clinical indication appended when given."""
-    if indication:
-        return f"{REPORT_QUESTION} Indication: {indication}"
-    return REPORT_QUESTION
+def report_question(
+    indication: str | None = None, comparison: str | None = None, prior_report: str | None = None
+) -> str:
+    """The clean protocol's question, with the context (context_text) appended when given."""
+    return _with_context(REPORT_QUESTION, indication, comparison, prior_report)
 
 
 def format_response(findings: str, impression: str) -> str:
