@@ -217,17 +217,30 @@ def uses_master_weights(accelerator) -> bool:
     return accelerator is None or accelerator.distributed_type.name not in ("DEEPSPEED", "FSDP", "XLA")
 
 
-def build_optimizer(model, lr: float, weight_decay: float, accelerator=None) -> torch.optim.AdamW:
+PROJECTOR = "multi_modal_projector"
+
+
+def build_optimizer(
+    model, lr: float, weight_decay: float, accelerator=None, projector_lr: float | None = None
+) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; no weight decay on biases and norms (1-D tensors).
+
+    projector_lr: the trained projector's own rate (LLaVA-Rad trains it faster than LoRA); the
+    schedule scales every group's rate alike, so the ratio holds through warm-up and decay.
 
     Trainable parameters below fp32 (bf16 LoRA on a GPU) get fp32 master weights (rrg.optim; not under
     DeepSpeed/FSDP, see uses_master_weights); fp32 ones (CPU runs) a plain AdamW, which is the same thing.
     """
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [p for _, p in named]
+    groups = []
+    for is_projector in (False, True):
+        params = [p for n, p in named if (PROJECTOR in n) == is_projector]
+        rate = {"lr": projector_lr} if is_projector and projector_lr else {}
+        groups += [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, **rate},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, **rate},
+        ]
     groups = [g for g in groups if g["params"]]
     fused = all(p.is_cuda for p in trainable)  # one kernel for all parameters on GPU
     kwargs = {"lr": lr, "betas": (0.9, 0.999), "fused": fused or None}
