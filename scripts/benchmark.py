@@ -18,7 +18,7 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      --train_configs, e.g. "8,16+ckpt+compile,8+compile+budget=0.7+log=10" (micro-batch, then options:
      ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile),
      lora=q_proj/v_proj (LoRA on these decoder projections only: what the seven adapters cost),
-     projector (--train_projector), fw=W (--finding_weight W: its loss curve is the weighted mean));
+     projector (--train_projector), plr=X (--projector_lr X, with projector), fw=W (--finding_weight W: its loss curve is the weighted mean));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
      100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N][+liger]);
@@ -378,6 +378,7 @@ class TrainSpec:
     train_projector: bool = False  # projector: train_lora.py --train_projector (peft modules_to_save)
     # fw=W: train_lora.py --finding_weight W (its loss is the weighted mean, so its curve is another quantity)
     finding_weight: float = 1.0
+    projector_lr: float = 0.0  # plr=X: train_lora.py --projector_lr X (needs projector)
 
     @classmethod
     def parse(cls, text: str) -> TrainSpec:
@@ -398,6 +399,10 @@ class TrainSpec:
                 spec.fp8 = True
             elif option == "projector":
                 spec.train_projector = True
+            elif option.startswith("plr="):
+                spec.projector_lr = float(option.split("=", 1)[1])
+                if not 0 < spec.projector_lr < float("inf"):
+                    raise ValueError(f"{text!r}: plr= takes a finite rate > 0")
             elif option.startswith("fw="):
                 spec.finding_weight = float(option.split("=", 1)[1])
                 if not spec.finding_weight > 0 or spec.finding_weight == float("inf"):
@@ -412,8 +417,12 @@ class TrainSpec:
             else:
                 raise ValueError(
                     f"unknown training option {option!r} in {text!r} "
-                    "(ckpt, compile, budget=X, log=N, plain, fp8, lora=NAMES, projector, fw=W)"
+                    "(ckpt, compile, budget=X, log=N, plain, fp8, lora=NAMES, projector, plr=X, fw=W)"
                 )
+        if spec.projector_lr and not spec.train_projector:
+            raise ValueError(
+                f"{text!r}: plr= needs projector (train_lora.py refuses --projector_lr without it)"
+            )
         if spec.fp8 and not spec.compile:
             raise ValueError(f"{text!r}: fp8 needs compile (train_lora.py refuses --fp8 without --compile)")
         return spec
@@ -439,6 +448,7 @@ class TrainSpec:
         parts += ["bf16 AdamW, no fp32 master" if self.plain_adamw else "", "fp8" if self.fp8 else ""]
         parts += [f"LoRA on {self.lora_modules.replace('/', ', ')} only" if self.lora_modules else ""]
         parts += ["projector trained" if self.train_projector else ""]
+        parts += [f"at lr {self.projector_lr:g}" if self.projector_lr else ""]
         parts += [f"finding weight {self.finding_weight:g}" if self.finding_weight != 1 else ""]
         return " ".join(p for p in parts if p)
 
@@ -475,6 +485,7 @@ def our_training(
         fp8=spec.fp8,
         target_modules=spec.target_modules(),
         train_projector=spec.train_projector,
+        projector_lr=spec.projector_lr,
         finding_weight=spec.finding_weight,
     )
     weighted = dataset.samples[0].weights is not None
@@ -484,7 +495,9 @@ def our_training(
     accelerator = Accelerator()
     set_seed(recipe.seed)  # as train_lora.py: every configuration starts from the same LoRA init
     model = train_lora.build_model(recipe, accelerator)
-    optimizer = T.build_optimizer(model, recipe.lr, recipe.weight_decay, accelerator)  # fp32 masters
+    optimizer = T.build_optimizer(  # fp32 masters
+        model, recipe.lr, recipe.weight_decay, accelerator, recipe.projector_lr or None
+    )
     if spec.plain_adamw:
         optimizer = torch.optim.AdamW(
             optimizer.model_params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True
@@ -1161,6 +1174,7 @@ def train_flags(r: dict, four_bit: bool) -> str:
     if spec.lora_modules:
         flags.append(f"--target_modules '{spec.target_modules()}'")
     flags += ["--train_projector"] if spec.train_projector else []
+    flags += [f"--projector_lr {spec.projector_lr:g}"] if spec.projector_lr else []
     flags += [f"--finding_weight {spec.finding_weight:g}"] if spec.finding_weight != 1 else []
     note = " (bf16 AdamW without fp32 master weights, as before: not a flag)" if spec.plain_adamw else ""
     return "`" + " ".join(flags) + "`" + note

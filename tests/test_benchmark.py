@@ -275,6 +275,11 @@ def test_projector_and_finding_weight_configurations_parse_label_and_give_their_
     for bad in ("8+fw=0", "8+fw=-1", "8+fw=inf"):
         with pytest.raises(ValueError, match="fw= takes a finite weight > 0"):
             B.TrainSpec.parse(bad)
+    fast = B.TrainSpec.parse("8+projector+plr=1e-3")
+    assert fast.label() == "mb8 projector trained at lr 0.001"
+    assert "--projector_lr 0.001" in B.train_flags({"config": asdict(fast)}, False)
+    with pytest.raises(ValueError, match="plr= needs projector"):
+        B.TrainSpec.parse("8+plr=1e-3")
 
 
 def test_a_finding_weighted_row_refuses_an_unweighted_dataset(cpu_benchmark):
