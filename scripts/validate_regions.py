@@ -91,6 +91,11 @@ def aligned(
     return units, unassigned
 
 
+def _most_frequent(counts: Counter):
+    """The most frequent key; ties go to the smallest in sorted order (set order varies between runs)."""
+    return min(counts, key=lambda k: (-counts[k], sorted(k) if isinstance(k, frozenset) else k))
+
+
 def disagreement_kinds(units: list, predicted: list[tuple[str, ...]]) -> dict:
     kinds = Counter()
     for (_, gold), p in zip(units, predicted, strict=True):
@@ -121,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     for s, g in train:
         train_sets[normalise(s)][g] += 1
     seen = [(s, g) for s, g in val if normalise(s) in train_sets]
-    consistent = sum(train_sets[normalise(s)].most_common(1)[0][0] == g for s, g in seen)
+    consistent = sum(_most_frequent(train_sets[normalise(s)]) == g for s, g in seen)
     # The most frequent single region of the same sentence in train: a memorising oracle's best guess.
     region_counts = {
         k: Counter(r for g, n in c.items() for r in g for _ in range(n)) for k, c in train_sets.items()
     }
-    oracle_top = sum(region_counts[normalise(s)].most_common(1)[0][0] in g for s, g in seen)
+    oracle_top = sum(_most_frequent(region_counts[normalise(s)]) in g for s, g in seen)
     two_region = [(s, g) for s, g in val if len(g) > 1]
 
     result = {
