@@ -118,6 +118,15 @@ class TrainConfig:
         LANGUAGE_MODEL_TARGETS, "Modules that get LoRA: a regex (full match) or comma-separated names."
     )
     train_projector: bool = flag(False, "Also train (and save) the vision-to-text projector.")
+    projector_lr: float = flag(
+        0.0, "The projector's own learning rate beside LoRA (with --train_projector); 0: the LoRA --lr.", ge=0
+    )
+    finding_weight: float = flag(
+        1.0,
+        "Loss weight of report tokens in sentences the offline labeler marks positive/uncertain (others 1; "
+        "renormalised to mean 1 per accumulation group; rrg.finding_weights). Training set only.",
+        gt=0,
+    )
     # model / speed
     load_in_4bit: bool = flag(False, "QLoRA: nf4 base weights (CUDA only).")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = flag(
@@ -209,7 +218,7 @@ NOT_FINGERPRINTED = (
 # Settings that change the result but were added after runs had been started: they enter the fingerprint
 # only when set away from this default, so a run started before they existed (which ran at the default)
 # still resumes, and one started with them set is not resumed without them.
-ADDED_LATER = {"fp8": False}
+ADDED_LATER = {"fp8": False, "finding_weight": 1.0, "projector_lr": 0.0}
 
 
 def run_fingerprint(cfg: TrainConfig, accelerator: Accelerator) -> dict:
@@ -299,7 +308,10 @@ def checked_entries(path: str, cfg: TrainConfig, accelerator: Accelerator, what:
 
 
 def check_fp8(cfg: TrainConfig, accelerator: Accelerator) -> None:
-    """--fp8's refused combinations, one line each (torchao and the GPU are checked by build_model)."""
+    """--fp8's refused combinations, one line each (torchao and the GPU are checked by build_model);
+    also --projector_lr without --train_projector (a rate for nothing trained)."""
+    if cfg.projector_lr and not cfg.train_projector:
+        raise InputError("--projector_lr sets the projector's rate: it needs --train_projector")
     if not cfg.fp8:
         return
     if cfg.load_in_4bit:
@@ -476,7 +488,9 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
     per_image = tokens_per_image(AutoConfig.from_pretrained(resolve_model_path(cfg.model_path)))
     train_entries, skipped = checked_entries(cfg.json_file, cfg, accelerator, "training")
     train_set = ReportDataset(
-        encode_dataset(train_entries, tokenizer, cfg.image_dir, per_image, cfg.views, cfg.max_length),
+        encode_dataset(
+            train_entries, tokenizer, cfg.image_dir, per_image, cfg.views, cfg.max_length, cfg.finding_weight
+        ),
         processor.image_processor,
     )
     val_set = None
@@ -513,7 +527,7 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
         atomic_write_json(output_dir / "train_config.json", {**resolved, "fingerprint": fingerprint})
 
     model = build_model(cfg, accelerator)
-    optimizer = T.build_optimizer(model, cfg.lr, cfg.weight_decay, accelerator)
+    optimizer = T.build_optimizer(model, cfg.lr, cfg.weight_decay, accelerator, cfg.projector_lr or None)
     masters = isinstance(optimizer, MasterWeightAdamW)
     low_precision = any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad)
     if is_main and low_precision and not masters and accelerator.distributed_type.name != "DEEPSPEED":

@@ -76,6 +76,20 @@ class Report2JsonConfig:
     indication: bool = field(
         default=False, metadata={"help": "append the clinical indication to the question"}
     )
+    comparison: bool = field(
+        default=False,
+        metadata={
+            "help": "append the comparison line to the question ('Indication: ... Comparison: ...'); a line "
+            "holding a sentence of the study's own report is dropped and counted"
+        },
+    )
+    regions: str | None = field(
+        default=None,
+        metadata={
+            "help": "region-structured targets (Lung:/Heart:/Mediastinal:/Bone:/Others: lines, then Impression:): "
+            "'classifier' (rrg.regions) or a region file in WangLab's format (its missing studies classified)"
+        },
+    )
     xxxx: str | None = field(
         default=None, metadata={"help": "replace the anonymisation token XXXX with this"}
     )
@@ -107,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_flags(Report2JsonConfig, argv)
     if args.dataset != "iu-xray":
         return write_dataset(args)
+    if args.comparison and args.protocol == "reference":
+        raise InputError("--comparison changes the prompt; the reference protocol reproduces the paper's")
+    if args.regions and args.protocol == "reference":
+        raise InputError(
+            "--regions rewrites the targets; the reference protocol reproduces the paper's as they are"
+        )
     if args.reference_csv and args.protocol != "reference":
         raise InputError(
             "--reference_csv reproduces the reference protocol; use it with --protocol reference"
@@ -121,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         rexrank_dir=args.rexrank_dir,
         board=args.board,
         context=args.context,
+        regions=args.regions,
+        comparison=args.comparison,
     )
     if args.reference_csv:
         table = read_reference_table(args.reference_csv, args.data_dir)

@@ -19,6 +19,8 @@ from rrg.cli import exits_on_input_error
 from rrg.io import InputError, atomic_write_json
 from rrg.metrics import format_card, read_predictions, score_records
 from rrg.r2gen_compat import R2GenCompat, R2GenVocabulary, annotate_card, whole_text
+from rrg.region_scores import format_regions_table, score_regions
+from rrg.regions import load_classifier
 from rrg.sections import parse_sections
 
 
@@ -37,6 +39,8 @@ class ScoreConfig:
     radgraph: bool = False  # also RadGraph-F1 (the radgraph package; downloads its model on first use)
     r2gen_compat: bool = False  # score the texts R2Gen's own evaluation scores (needs train_json)
     train_json: Path | None = None  # train split (or R2Gen's annotation.json): R2Gen's vocabulary
+    regions: bool = False  # also score each region (lung/heart/mediastinal/bone/others) separately
+    region_model: Path | None = None  # the sentence-to-region classifier (default: rrg/region_model.json)
 
 
 def parse_args(argv: list[str] | None = None) -> ScoreConfig:
@@ -79,6 +83,14 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
         type=Path,
         help="train split file (or R2Gen's annotation.json) for --r2gen_compat's vocabulary",
     )
+    parser.add_argument(
+        "--regions",
+        action="store_true",
+        help="also score each region separately (structured texts as written, free text split by rrg.regions)",
+    )
+    parser.add_argument(
+        "--region_model", type=Path, help="region classifier JSON (default: rrg/region_model.json)"
+    )
     config = ScoreConfig(**vars(parser.parse_args(argv)))
     if config.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")
@@ -119,10 +131,28 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if compat:
         annotate_card(card, compat)
+    if config.regions:
+        card["regions"] = _region_block(records, config)
     atomic_write_json(out, card)
     print(format_card(card))
+    if config.regions:
+        print(format_regions_table(card["regions"]))
     print(f"metric card: {out}")
     return card
+
+
+def _region_block(records: list[dict], config: ScoreConfig) -> dict:
+    classifier = load_classifier(config.region_model) if config.region_model else load_classifier()
+    return score_regions(
+        records,
+        classifier,
+        normalize=not config.no_normalize,
+        per_image=config.per_image,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+        labeler=config.labeler,
+        uncertain=config.uncertain,
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ class EncodedSample:
     labels: list[int]
     image_paths: list[str]
     source: str  # "file:line" of the entry, for error messages
+    # Loss weight of each position (rrg.finding_weights); None: every label weighs 1.
+    weights: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -67,8 +69,10 @@ def encode_sample(
     image_paths: list[str],
     source: str,
     max_length: int | None = None,
+    response_weights: list[float] | None = None,
 ) -> EncodedSample:
-    """prompt + response + `</s>`; labels hold the response and `</s>` only."""
+    """prompt + response + `</s>`; labels hold the response and `</s>` only (weights: one per response
+    token, `</s>` weighs 1, the prompt 0)."""
     # The response is tokenised on its own (no BOS), exactly the tokens the model must generate
     # after the prompt at inference time; `</s>` teaches it to stop.
     target = [*response_ids, tokenizer.eos_token_id]
@@ -80,11 +84,15 @@ def encode_sample(
                 f"--max_length {max_length} leaves no room for the report"
             )
         target = target[:keep]  # truncated reports lose their tail (and `</s>`), never image tokens
+    weights = None
+    if response_weights is not None:
+        weights = [0.0] * len(prompt_ids) + [*response_weights, 1.0][: len(target)]
     return EncodedSample(
         input_ids=[*prompt_ids, *target],
         labels=[IGNORE_INDEX] * len(prompt_ids) + target,
         image_paths=list(image_paths),
         source=source,
+        weights=weights,
     )
 
 
@@ -103,17 +111,29 @@ def encode_dataset(
     per_image: int,
     views: str = "first",
     max_length: int | None = None,
+    finding_weight: float = 1.0,
 ) -> list[EncodedSample]:
-    """Tokenise every entry once (batched), resolving its image paths."""
+    """Tokenise every entry once (batched), resolving its image paths. finding_weight != 1 gives the
+    tokens of finding sentences that weight (rrg.finding_weights)."""
     questions = [question_of(e) for e in entries]
     image_lists = [select_images(e, views) for e in entries]
     prompt_cache: dict[tuple[str, int], list[int]] = {}  # most entries share one question
     for entry in entries:
         if not entry.response.strip():
             raise InputError(f"{entry.source}: entry {entry.id!r} has no report (response) to train on")
-    responses = tokenizer([e.response.strip() for e in entries], add_special_tokens=False)["input_ids"]
+    texts = [e.response.strip() for e in entries]
+    weighted = finding_weight != 1.0
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=weighted)
+    responses = encoded["input_ids"]
+    all_weights: list = [None] * len(entries)
+    if weighted:
+        from .finding_weights import response_weights
+
+        all_weights = response_weights(texts, encoded["offset_mapping"], finding_weight)
     samples = []
-    for entry, question, images, response_ids in zip(entries, questions, image_lists, responses):
+    for entry, question, images, response_ids, weights in zip(
+        entries, questions, image_lists, responses, all_weights
+    ):
         key = (question, len(images))
         if key not in prompt_cache:
             prompt_cache[key] = encode_prompt(tokenizer, question, len(images), per_image)
@@ -124,7 +144,9 @@ def encode_dataset(
             except InputError as e:
                 raise InputError(f"{entry.source}: {e}") from None
         samples.append(
-            encode_sample(tokenizer, prompt_cache[key], response_ids, paths, entry.source, max_length)
+            encode_sample(
+                tokenizer, prompt_cache[key], response_ids, paths, entry.source, max_length, weights
+            )
         )
     return samples
 
@@ -150,12 +172,15 @@ class ReportDataset(torch.utils.data.Dataset):
         sample = self.samples[index]
         images = [load_image(p) for p in sample.image_paths]
         pixel_values = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        return {
+        item = {
             "input_ids": torch.tensor(sample.input_ids, dtype=torch.long),
             "labels": torch.tensor(sample.labels, dtype=torch.long),
             "pixel_values": pixel_values,
             "source": sample.source,
         }
+        if sample.weights is not None:
+            item["label_weights"] = torch.tensor(sample.weights, dtype=torch.float32)
+        return item
 
 
 @dataclass
@@ -190,12 +215,20 @@ class Collator:
         input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(items), longest), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(items), longest), dtype=torch.long)
+        weighted = "label_weights" in items[0]
+        if any(("label_weights" in item) != weighted for item in items):
+            raise ValueError("a batch mixes weighted and unweighted samples")
+        weights = torch.zeros((len(items), longest), dtype=torch.float32) if weighted else None
         for row, item in enumerate(items):
             n = len(item["input_ids"])
             input_ids[row, :n] = item["input_ids"]
             labels[row, :n] = item["labels"]
             attention_mask[row, :n] = 1
+            if weighted:
+                weights[row, :n] = item["label_weights"]
+        extra = {"label_weights": weights} if weighted else {}
         return {
+            **extra,
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,

@@ -22,6 +22,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ import pandas as pd
 
 from .entries import Entry
 from .io import InputError, atomic_write_json, atomic_write_text, read_json_object
-from .prompts import REFERENCE_PROMPT_PREFIX, format_response, report_question
+from .prompts import REFERENCE_PROMPT_PREFIX, format_response, region_question, report_question
 
 PROTOCOLS = ("reference", "r2gen", "clean", "rexrank")
 REPORT_COLUMNS = ("uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression")
@@ -69,11 +70,15 @@ class SplitConfig:
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # clean protocol: train/val/test
     views: str = "frontal"  # "frontal" (one image per study) or "both" (frontal + lateral)
     indication: bool = False  # clean protocol: append the clinical indication to the question
+    comparison: bool = False  # append the comparison line (dropped, and counted, where it holds report text)
     xxxx: str | None = None  # replacement for the anonymisation token "XXXX" (None keeps it)
     r2gen_annotation: str | None = None  # path of R2Gen's annotation.json (r2gen and rexrank protocols)
     rexrank_dir: str | None = None  # rexrank protocol: the folder of ReXrank's IU X-Ray JSONs
     board: str = "findings"  # rexrank protocol: "findings" or "findings_impression" (the reference text)
     context: bool = False  # rexrank protocol: ReXrank's context (indication, comparison) in the question
+    # Region-structured targets: "classifier" (rrg.regions) or a region file in WangLab's format
+    # (studies it lacks fall back to the classifier, counted in notes); None writes free text.
+    regions: str | None = None
     notes: dict = field(default_factory=dict)  # counts the builders report (skips, fallbacks)
 
 
@@ -346,18 +351,76 @@ def reference_split(table: pd.DataFrame) -> dict[str, list[Entry]]:
 def study_entry(row: pd.Series, config: SplitConfig, findings: str | None, impression: str | None) -> Entry:
     """One entry per study: its chosen image(s), a question without report text, cleaned references."""
     indication = clean_text(row["indication"], config.xxxx)
+    comparison = clean_text(row["comparison"], config.xxxx) if config.comparison else None
+    if comparison and holds_report_text(comparison, findings, impression):
+        config.notes["comparison_dropped_report_text"] = (
+            config.notes.get("comparison_dropped_report_text", 0) + 1
+        )
+        comparison = None
     images, views = pick_images(row, config.views, config.notes)
+    context = (indication if config.indication else None, comparison)
+    prompt = report_question(*context)
+    response = format_response(findings or "", impression or "").strip()
+    if config.regions:
+        from .regions import format_region_response  # sklearn, only when asked for
+
+        prompt = region_question(*context)
+        response = format_region_response(study_regions(str(row["uid"]), findings, config), impression)
     return Entry(
         id=str(row["uid"]),
         study_id=str(row["uid"]),
         images=images,
         views=views,
-        prompt=report_question(indication if config.indication else None),
-        response=format_response(findings or "", impression or "").strip(),
+        prompt=prompt,
+        response=response,
         findings=findings,
         impression=impression,
         indication=indication,
+        comparison=comparison,
     )
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+MIN_LEAK_WORDS = 4  # shorter shared phrases ("None.", "XXXX, XXXX.") are not report text
+
+
+def holds_report_text(text: str, *report: str | None) -> bool:
+    """Whether text holds a sentence of the report (MIN_LEAK_WORDS words or more), or the report is
+    quoted in it: a context field must not hand the model its answer."""
+    context = normalised(text) or ""
+    for part in report:
+        for sentence in _SENTENCE_END.split(part or ""):
+            sentence = normalised(sentence.strip(" ."))
+            if sentence and len(sentence.split()) >= MIN_LEAK_WORDS and sentence in context:
+                return True
+    return False
+
+
+def report_text_leaks(entries: list[Entry]) -> int:
+    """Entries whose prompt holds a sentence of their own report (the context fields' guard, audited)."""
+    return sum(holds_report_text(e.prompt, e.findings, e.impression) for e in entries)
+
+
+def study_regions(uid: str, findings: str | None, config: SplitConfig) -> dict[str, str]:
+    """The study's findings by region: from the region file when it has the study, else classified."""
+    from .regions import load_classifier, split_regions
+
+    if config.regions != "classifier":
+        by_uid = _region_file_by_uid(config.regions)
+        if uid in by_uid:
+            config.notes["regions_from_file"] = config.notes.get("regions_from_file", 0) + 1
+            return by_uid[uid]
+    config.notes["regions_from_classifier"] = config.notes.get("regions_from_classifier", 0) + 1
+    return split_regions(findings, load_classifier())
+
+
+@lru_cache(maxsize=2)
+def _region_file_by_uid(path: str) -> dict[str, dict[str, str]]:
+    """A WangLab-format region file keyed by study uid ("CXR2384_IM-0942" is uid 2384)."""
+    from .entries import study_id_from_filename
+    from .regions import read_region_file
+
+    return {study_id_from_filename(k): v for k, v in read_region_file(path).items()}
 
 
 def clean_entry(row: pd.Series, config: SplitConfig) -> Entry | None:
@@ -550,6 +613,7 @@ def leak_audit(splits: dict[str, list[Entry]], table: pd.DataFrame) -> dict:
     }
     leaks = sum(v for counts in audit["label_fields_in_prompts"].values() for v in counts.values())
     audit["label_leak"] = leaks > 0
+    audit["report_text_in_prompts"] = {name: report_text_leaks(entries) for name, entries in splits.items()}
     return audit
 
 

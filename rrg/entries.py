@@ -9,6 +9,8 @@ JSONL) of objects:
     views       "Frontal" / "Lateral" per image (may be absent)
     prompt      the question text, without template or <image> (rrg.prompts renders those)
     indication  clinical indication or null (never the string "nan")
+    comparison  the comparison line or null (report2json --comparison; in the prompt's context)
+    prior_report  the previous study's report or null (no IU X-Ray study has one)
     findings    reference findings
     impression  reference impression
     response    the target text, "Findings: ... Impression: ..." (absent: an image without a report, which
@@ -42,6 +44,8 @@ class Entry:
     findings: str | None = None
     impression: str | None = None
     indication: str | None = None
+    comparison: str | None = None  # the study's comparison line (IU X-Ray's column), when asked for
+    prior_report: str | None = None  # the previous study's report, where a dataset has one (IU X-Ray: none)
     views: list[str] = field(default_factory=list)
     source: str = ""  # "file:line" or "file: entry N", for error messages; not written
     # "reference" for an entry of the reference paper's shape (it has `input_image`: the paper's own
@@ -134,6 +138,8 @@ def entry_from_record(record: dict, where: str, position: int) -> Entry:
         findings=_text(record, "findings", where, required=False),
         impression=_text(record, "impression", where, required=False),
         indication=_text(record, "indication", where, required=False),
+        comparison=_text(record, "comparison", where, required=False),
+        prior_report=_text(record, "prior_report", where, required=False),
         views=_views(record, where),
         source=where,
         protocol="reference" if "input_image" in record else None,

@@ -37,11 +37,64 @@ REFERENCE_EVAL_INSTRUCTION = (
 )
 
 
-def report_question(indication: str | None = None) -> str:
-    """The clean protocol's question, with the clinical indication appended when given."""
-    if indication:
-        return f"{REPORT_QUESTION} Indication: {indication}"
-    return REPORT_QUESTION
+# The question of region-structured targets (report2json --regions): one line per region, as WangLab-OA
+# trained its model to write, then the impression.
+REGION_QUESTION = (
+    "You are a radiologist. Write the findings for this chest X-ray region by region, one line each: "
+    "Lung:, Heart:, Mediastinal:, Bone:, Others: (leave a region empty when the image shows nothing "
+    "there), then an Impression: line."
+)
+
+
+def context_text(
+    indication: str | None = None, comparison: str | None = None, prior_report: str | None = None
+) -> str:
+    """The one context template, train and eval alike: "Indication: ... Comparison: ... Prior report: ...",
+    each part only when given (ReXrank's context field reads "Indication: ... Comparison: ...")."""
+    parts = (("Indication", indication), ("Comparison", comparison), ("Prior report", prior_report))
+    return " ".join(f"{name}: {text.strip()}" for name, text in parts if text and text.strip())
+
+
+def _with_context(question: str, *context: str | None) -> str:
+    text = context_text(*context)
+    return f"{question} {text}" if text else question
+
+
+def region_question(
+    indication: str | None = None, comparison: str | None = None, prior_report: str | None = None
+) -> str:
+    """The region-structured question, with the context appended when given."""
+    return _with_context(REGION_QUESTION, indication, comparison, prior_report)
+
+
+# The questions of eval/ask.py's tasks. "report" is the training prompt (report_question), so a
+# fine-tuned adapter is asked what it learnt; "differential" asks for a ranked list, as CXR-LLaVA's
+# users do; "question" passes the user's question as written.
+DIFFERENTIAL_QUESTION = (
+    "You are a radiologist. List the differential diagnosis for this chest X-ray, most likely first, "
+    "each with the image findings that support it."
+)
+TASKS = ("report", "differential", "question")
+
+
+def task_question(task: str, question: str | None = None, indication: str | None = None) -> str:
+    """The question of an eval/ask.py task (the indication is appended for report and differential)."""
+    if task == "report":
+        return report_question(indication)
+    if task == "differential":
+        return f"{DIFFERENTIAL_QUESTION} Indication: {indication}" if indication else DIFFERENTIAL_QUESTION
+    if task == "question":
+        if not question or not question.strip():
+            raise ValueError("the question task needs a question")
+        return question.strip()
+    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+def report_question(
+    indication: str | None = None, comparison: str | None = None, prior_report: str | None = None
+) -> str:
+    """The clean protocol's question, with the context (context_text) appended when given."""
+    return _with_context(REPORT_QUESTION, indication, comparison, prior_report)
 
 
 def format_response(findings: str, impression: str) -> str:

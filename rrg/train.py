@@ -58,14 +58,29 @@ def compute_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     )
     logits = outputs.logits.float()  # [B, K, V]
     targets = labels[:, positions + 1]  # [B, K]
+    weights = batch.get("label_weights")  # rrg.finding_weights: sum(w * CE) and sum(w)
+    if weights is not None:
+        weights = weights.to(logits.device)[:, positions + 1] * (targets != IGNORE_INDEX)
+        per_token = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+        )
+        return (per_token * weights.reshape(-1)).sum(), weights.sum()
     loss_sum = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
     return loss_sum, (targets != IGNORE_INDEX).sum()
 
 
-def count_label_tokens(batch: dict) -> int:
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+def count_label_tokens(batch: dict) -> float:
+    """The label tokens of a batch, or their summed weight when it is finding-weighted: what the loss
+    sum is divided by (so the weights are renormalised to mean 1 over the group's supervised tokens)."""
+    supervised = batch["labels"][:, 1:] != IGNORE_INDEX
+    if "label_weights" in batch:
+        return float((batch["label_weights"][:, 1:] * supervised).sum())
+    return int(supervised.sum())
 
 
 def training_step(model, batch: dict, loss_scale: float | torch.Tensor, backward=None) -> torch.Tensor:
@@ -134,7 +149,8 @@ def accumulate_gradients(
     """Forward/backward every micro-batch of one accumulation group (this rank's share).
 
     Gradients end up as those of (sum of label-token CE over the group on all ranks) / (global label
-    token count), whatever the group's size. Returns the group's GROUP_STATS, summed over all ranks,
+    token count), whatever the group's size. With finding weights (batches carrying "label_weights") both
+    sums are weighted: sum(w * CE) / sum(w), the same exactness. Returns the group's GROUP_STATS, summed over all ranks,
     as one float64 tensor on the device (read it with `read_stats`).
 
     Nothing here waits for the GPU: the token counts come from the CPU batches, the loss scale and the
@@ -200,17 +216,30 @@ def uses_master_weights(accelerator) -> bool:
     return accelerator is None or accelerator.distributed_type.name not in ("DEEPSPEED", "FSDP", "XLA")
 
 
-def build_optimizer(model, lr: float, weight_decay: float, accelerator=None) -> torch.optim.AdamW:
+PROJECTOR = "multi_modal_projector"
+
+
+def build_optimizer(
+    model, lr: float, weight_decay: float, accelerator=None, projector_lr: float | None = None
+) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; no weight decay on biases and norms (1-D tensors).
+
+    projector_lr: the trained projector's own rate (LLaVA-Rad trains it faster than LoRA); the
+    schedule scales every group's rate alike, so the ratio holds through warm-up and decay.
 
     Trainable parameters below fp32 (bf16 LoRA on a GPU) get fp32 master weights (rrg.optim; not under
     DeepSpeed/FSDP, see uses_master_weights); fp32 ones (CPU runs) a plain AdamW, which is the same thing.
     """
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [p for _, p in named]
+    groups = []
+    for is_projector in (False, True):
+        params = [p for n, p in named if (PROJECTOR in n) == is_projector]
+        rate = {"lr": projector_lr} if is_projector and projector_lr else {}
+        groups += [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, **rate},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, **rate},
+        ]
     groups = [g for g in groups if g["params"]]
     fused = all(p.is_cuda for p in trainable)  # one kernel for all parameters on GPU
     kwargs = {"lr": lr, "betas": (0.9, 0.999), "fused": fused or None}

@@ -18,7 +18,8 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
   2. our LoRA training (train_lora.py's build_model, collator, sampler and accumulate_gradients) over
      --train_configs, e.g. "8,16+ckpt+compile,8+compile+budget=0.7+log=10" (micro-batch, then options:
      ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile),
-     lora=q_proj/v_proj (LoRA on these decoder projections only: what the seven adapters cost));
+     lora=q_proj/v_proj (LoRA on these decoder projections only: what the seven adapters cost),
+     projector (--train_projector), plr=X (--projector_lr X, with projector), fw=W (--finding_weight W: its loss curve is the weighted mean));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
      100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N][+liger][+graphs|+generate]);
@@ -377,6 +378,10 @@ class TrainSpec:
     # lora=q_proj/v_proj: LoRA on these decoder projections only ("": all seven, the default). Measures
     # what the adapters cost: the gradient still flows through every layer, only the adapters differ.
     lora_modules: str = ""
+    train_projector: bool = False  # projector: train_lora.py --train_projector (peft modules_to_save)
+    # fw=W: train_lora.py --finding_weight W (its loss is the weighted mean, so its curve is another quantity)
+    finding_weight: float = 1.0
+    projector_lr: float = 0.0  # plr=X: train_lora.py --projector_lr X (needs projector)
 
     @classmethod
     def parse(cls, text: str) -> TrainSpec:
@@ -395,6 +400,16 @@ class TrainSpec:
                 spec.budget = float(option.split("=", 1)[1])
             elif option == "fp8":
                 spec.fp8 = True
+            elif option == "projector":
+                spec.train_projector = True
+            elif option.startswith("plr="):
+                spec.projector_lr = float(option.split("=", 1)[1])
+                if not 0 < spec.projector_lr < float("inf"):
+                    raise ValueError(f"{text!r}: plr= takes a finite rate > 0")
+            elif option.startswith("fw="):
+                spec.finding_weight = float(option.split("=", 1)[1])
+                if not spec.finding_weight > 0 or spec.finding_weight == float("inf"):
+                    raise ValueError(f"{text!r}: fw= takes a finite weight > 0")
             elif option.startswith("lora="):
                 spec.lora_modules = option.split("=", 1)[1]
                 unknown = set(spec.lora_modules.split("/")) - set(DECODER_PROJECTIONS)
@@ -405,8 +420,12 @@ class TrainSpec:
             else:
                 raise ValueError(
                     f"unknown training option {option!r} in {text!r} "
-                    "(ckpt, compile, budget=X, log=N, plain, fp8, lora=NAMES)"
+                    "(ckpt, compile, budget=X, log=N, plain, fp8, lora=NAMES, projector, plr=X, fw=W)"
                 )
+        if spec.projector_lr and not spec.train_projector:
+            raise ValueError(
+                f"{text!r}: plr= needs projector (train_lora.py refuses --projector_lr without it)"
+            )
         if spec.fp8 and not spec.compile:
             raise ValueError(f"{text!r}: fp8 needs compile (train_lora.py refuses --fp8 without --compile)")
         return spec
@@ -431,6 +450,9 @@ class TrainSpec:
         parts += [f"log every {self.log_every}" if self.log_every != default_log else ""]
         parts += ["bf16 AdamW, no fp32 master" if self.plain_adamw else "", "fp8" if self.fp8 else ""]
         parts += [f"LoRA on {self.lora_modules.replace('/', ', ')} only" if self.lora_modules else ""]
+        parts += ["projector trained" if self.train_projector else ""]
+        parts += [f"at lr {self.projector_lr:g}" if self.projector_lr else ""]
+        parts += [f"finding weight {self.finding_weight:g}" if self.finding_weight != 1 else ""]
         return " ".join(p for p in parts if p)
 
     def target_modules(self) -> str:
@@ -465,12 +487,20 @@ def our_training(
         num_workers=cfg.num_workers,
         fp8=spec.fp8,
         target_modules=spec.target_modules(),
+        train_projector=spec.train_projector,
+        projector_lr=spec.projector_lr,
+        finding_weight=spec.finding_weight,
     )
+    weighted = dataset.samples[0].weights is not None
+    if weighted != (spec.finding_weight != 1):  # a weighted row must never time an unweighted loss
+        raise ValueError(f"{spec.label()}: the dataset is {'' if weighted else 'not '}finding-weighted")
     torch._dynamo.reset()  # a graph compiled under another configuration must not be reused
     accelerator = Accelerator()
     set_seed(recipe.seed)  # as train_lora.py: every configuration starts from the same LoRA init
     model = train_lora.build_model(recipe, accelerator)
-    optimizer = T.build_optimizer(model, recipe.lr, recipe.weight_decay, accelerator)  # fp32 masters
+    optimizer = T.build_optimizer(  # fp32 masters
+        model, recipe.lr, recipe.weight_decay, accelerator, recipe.projector_lr or None
+    )
     if spec.plain_adamw:
         optimizer = torch.optim.AdamW(
             optimizer.model_params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True
@@ -1250,6 +1280,9 @@ def train_flags(r: dict, four_bit: bool) -> str:
         flags.append(f"--logging_steps {spec.log_every}")
     if spec.lora_modules:
         flags.append(f"--target_modules '{spec.target_modules()}'")
+    flags += ["--train_projector"] if spec.train_projector else []
+    flags += [f"--projector_lr {spec.projector_lr:g}"] if spec.projector_lr else []
+    flags += [f"--finding_weight {spec.finding_weight:g}"] if spec.finding_weight != 1 else []
     note = " (bf16 AdamW without fp32 master weights, as before: not a flag)" if spec.plain_adamw else ""
     return "`" + " ".join(flags) + "`" + note
 
@@ -1518,10 +1551,20 @@ def main() -> None:
     if "reference" in phases:
         keep("reference", reference_training(model_dir, samples, cfg, tokenizer.pad_token_id))
         free_gpu()
+    weighted = {}  # the same samples, finding-weighted (the same token lengths, so the same batches)
+    for spec in (s for specs in train_specs.values() for s in specs if s.finding_weight != 1):
+        if spec.finding_weight not in weighted:
+            weighted[spec.finding_weight] = ReportDataset(
+                encode_dataset(
+                    entries[:n_train], tokenizer, image_dir, per_image, finding_weight=spec.finding_weight
+                ),
+                processor.image_processor,
+            )
     for phase, specs in train_specs.items():
         rows = []
         for spec in specs:
-            rows.append(our_training(model_dir, dataset, collator, cfg, spec, load_in_4bit=phase == "qlora"))
+            data = weighted.get(spec.finding_weight, dataset)
+            rows.append(our_training(model_dir, data, collator, cfg, spec, load_in_4bit=phase == "qlora"))
             free_gpu()
             compare_curves(rows, cfg.curve_steps)
             keep(phase, rows)

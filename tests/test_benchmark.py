@@ -261,3 +261,39 @@ def test_every_configuration_starts_alike_and_logs_one_loss_per_step(cpu_benchma
     assert rows[1]["curve_vs_first"] == {"steps": 5, "max_rel_diff": 0.0, "mean_rel_diff": 0.0}
     assert 0 < rows[2]["curve_vs_first"]["max_rel_diff"] < 0.01
     assert B.train_flags(rows[2], False) == "`--batch_size 1 --fp8`"
+
+
+def test_projector_and_finding_weight_configurations_parse_label_and_give_their_flags():
+    spec = B.TrainSpec.parse("8+compile+budget=0.7+projector+fw=2.5")
+    assert spec.train_projector and spec.finding_weight == 2.5
+    assert spec.label() == "mb8 compile budget 0.7 projector trained finding weight 2.5"
+    row = {"config": asdict(spec)}
+    assert "--train_projector" in B.train_flags(row, False) and "--finding_weight 2.5" in B.train_flags(
+        row, False
+    )
+    assert "projector" not in B.TrainSpec.parse("8+compile+budget=0.7").label()
+    for bad in ("8+fw=0", "8+fw=-1", "8+fw=inf"):
+        with pytest.raises(ValueError, match="fw= takes a finite weight > 0"):
+            B.TrainSpec.parse(bad)
+    fast = B.TrainSpec.parse("8+projector+plr=1e-3")
+    assert fast.label() == "mb8 projector trained at lr 0.001"
+    assert "--projector_lr 0.001" in B.train_flags({"config": asdict(fast)}, False)
+    with pytest.raises(ValueError, match="plr= needs projector"):
+        B.TrainSpec.parse("8+plr=1e-3")
+
+
+def test_a_finding_weighted_row_refuses_an_unweighted_dataset(cpu_benchmark):
+    with pytest.raises(ValueError, match="the dataset is not finding-weighted"):
+        cpu_benchmark("1+fw=2")
+
+
+def test_projector_row_trains_the_projector(cpu_benchmark):
+    rows = [cpu_benchmark("1"), cpu_benchmark("1+projector")]
+    assert all("error" not in r for r in rows), [r.get("error") for r in rows]
+    assert (
+        rows[1]["config"]["train_projector"]
+        and rows[1]["sample_order_sha256"] == rows[0]["sample_order_sha256"]
+    )
+    # The same start; then the trained projector moves the curve away from the default's.
+    assert rows[1]["losses"][0] == pytest.approx(rows[0]["losses"][0], rel=1e-4)
+    assert rows[1]["losses"][-1] != pytest.approx(rows[0]["losses"][-1], rel=1e-4)

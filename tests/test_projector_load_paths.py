@@ -1,0 +1,62 @@
+"""A projector trained beside LoRA (--train_projector --projector_lr) is really the one every load path
+uses: the eval run's loader, the API and the merge (4-bit needs CUDA: not testable on the CPU)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlavaForConditionalGeneration
+
+from rrg.api import ReportGenerator
+from rrg.evaluate import EvalConfig, load_for_eval
+from rrg.model import load_base_model
+from tests.test_train import REPORTS, run_training, write_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+
+def projector(model) -> dict[str, torch.Tensor]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {n: p.detach().float().clone() for n, p in base.model.multi_modal_projector.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("projector_run")
+    write_split(folder, REPORTS[:3])
+    out = run_training(
+        tiny_model_dir, folder, "--max_steps", "3", "--batch_size", "3", "--lr", "1e-3",
+        "--train_projector", "--projector_lr", "5e-2", "--lr_scheduler", "constant",
+    )  # fmt: skip
+    return out / "final"
+
+
+def assert_trained(loaded: dict, frozen: dict) -> None:
+    assert loaded.keys() == frozen.keys() and loaded
+    assert all(not torch.equal(loaded[n], frozen[n]) for n in loaded), "the projector is the frozen one"
+
+
+def test_every_load_path_uses_the_trained_projector(tiny_model_dir, trained, tmp_path):
+    frozen = projector(load_base_model(str(tiny_model_dir)))
+    eval_model, _ = load_for_eval(
+        EvalConfig(json_file="unused.json", model_path=str(tiny_model_dir), lora_path=str(trained))
+    )
+    from_eval = projector(eval_model)
+    assert_trained(from_eval, frozen)
+
+    api = ReportGenerator.from_pretrained(str(tiny_model_dir), lora_path=str(trained), device="cpu")
+    from_api = projector(api.model)
+    for name in from_eval:
+        torch.testing.assert_close(from_api[name], from_eval[name])
+
+    import merge_lora
+
+    merged_dir = merge_lora.main(
+        ["--model_path", str(tiny_model_dir), "--lora_path", str(trained), "--out", str(tmp_path / "merged")]
+    )
+    merged = projector(LlavaForConditionalGeneration.from_pretrained(merged_dir))
+    for name in from_eval:
+        torch.testing.assert_close(merged[name], from_eval[name])
