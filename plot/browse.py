@@ -1,8 +1,10 @@
 """A static case browser: one HTML page, study by study, of one run or several side by side.
 
     python plot/browse.py results/lora-test_report --out results/browse/index.html
-    python plot/browse.py results/lora results/zero_shot --image_dir data/images \
+    python plot/browse.py results/lora --compare results/zero_shot --image_dir data/images \
         --entries data/test_report.json --out results/browse/index.html      # compare two runs
+
+Each run's card is its scores.json (the eval run's) or predictions.scores.json (eval/score.py's default).
 
 Per study: the views, the indication, the reference, each run's prediction with the words it shares with
 the reference highlighted, its BLEU-4 and ROUGE-L (pycocoevalcap, R2Gen-normalised, as eval/score.py
