@@ -35,6 +35,7 @@ from PIL import Image
 from rrg.cases import STUDY_METRICS, Run, build_cases, load_run
 from rrg.chexpert_lexicon import OBSERVATIONS
 from rrg.cli import exits_on_input_error
+from rrg.clinical import UNCERTAIN_AS
 from rrg.entries import DEFAULT_IMAGE_DIR
 from rrg.io import InputError, atomic_write_text
 from rrg.metrics import METRICS, SECTIONS
@@ -160,6 +161,7 @@ def page_data(
     observations = check_clinical(clinical, [c["id"] for c in cases], names) if clinical else []
     return {
         "runs": names,
+        "uncertain_as": uncertain_policy(runs),
         "metrics": list(STUDY_METRICS),
         "controls": [run.control_condition for run in runs],
         "observations": observations,
@@ -167,6 +169,14 @@ def page_data(
         "page_size": page_size,
         "cases": cases,
     }
+
+
+def uncertain_policy(runs: list[Run]) -> str:
+    """How clinical F1 counted an uncertain label: the first run's card's clinical.uncertain, else the
+    scorer's default ("positive"). The page colours agreement as F1 scores it (rrg.clinical.binarize:
+    positive, and uncertain when it counts as positive, against the rest)."""
+    recorded = ((runs[0].card or {}).get("clinical") or {}).get("uncertain") if runs else None
+    return recorded if recorded in UNCERTAIN_AS else "positive"
 
 
 def script_json(data: dict) -> Markup:
