@@ -429,7 +429,7 @@ def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, P
             adapter=config.lora_path,
             generation=asdict(config.settings()),
         )
-        card["settings"]["split"] = split_record(config.json_file)  # what tables show as the split
+        card.setdefault("settings", {})["split"] = split_record(config.json_file)  # what tables show as the split
         report = [format_card(card)]
         if config.image_control != "none":
             condition = config.image_control
