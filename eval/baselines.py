@@ -18,6 +18,7 @@ from rrg.baselines import METHODS, run_baseline
 from rrg.cli import exits_on_input_error
 from rrg.entries import Entry, load_entries
 from rrg.io import InputError, atomic_write_json, atomic_write_text
+from rrg.split_record import split_record
 
 
 @dataclass
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         "generation": {"method": config.method, "seed": config.seed, "train_json": str(config.train_json)},
         "model": f"baseline:{config.method}",
         "adapter": None,
+        "split": split_record(config.json_file),  # so the card (eval/score.py) records its split
     }
     lines = []
     for entry in test:

@@ -17,11 +17,13 @@ from pathlib import Path
 
 from rrg.cli import exits_on_input_error
 from rrg.io import InputError, atomic_write_json
+from rrg.lock import output_lock
 from rrg.metrics import format_card, read_predictions, score_records
 from rrg.r2gen_compat import R2GenCompat, R2GenVocabulary, annotate_card, whole_text
 from rrg.region_scores import format_regions_table, score_regions
 from rrg.regions import load_classifier
 from rrg.sections import parse_sections
+from rrg.split_record import split_of_records
 
 
 @dataclass
@@ -109,9 +111,17 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
 def main(argv: list[str] | None = None) -> dict:
     config = parse_args(argv)
     out = config.out or config.predictions.with_suffix(".scores.json")
+    # the eval run's lock, held from the "exists" check to the write: two scorings into one folder would
+    # both pass the check and the second card would silently replace the first
+    with output_lock(out.parent, "scoring"):
+        return _score(config, out)
+
+
+def _score(config: ScoreConfig, out: Path) -> dict:
     if out.exists() and not config.overwrite:  # checked before the slow part
         raise InputError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
     records = read_predictions(config.predictions)
+    split = split_of_records(records)  # before scoring: lines of two splits are refused at once
     compat = None
     if config.r2gen_compat:
         compat = R2GenCompat(R2GenVocabulary.from_file(config.train_json))
@@ -133,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         annotate_card(card, compat)
     if config.regions:
         card["regions"] = _region_block(records, config)
+    if split is not None:
+        card["settings"]["split"] = split
     atomic_write_json(out, card)
     print(format_card(card))
     if config.regions:

@@ -1,8 +1,10 @@
 """A static case browser: one HTML page, study by study, of one run or several side by side.
 
     python plot/browse.py results/lora-test_report --out results/browse/index.html
-    python plot/browse.py results/lora results/zero_shot --image_dir data/images \
+    python plot/browse.py results/lora --compare results/zero_shot --image_dir data/images \
         --entries data/test_report.json --out results/browse/index.html      # compare two runs
+
+Each run's card is its scores.json (the eval run's) or predictions.scores.json (eval/score.py's default).
 
 Per study: the views, the indication, the reference, each run's prediction with the words it shares with
 the reference highlighted, its BLEU-4 and ROUGE-L (pycocoevalcap, R2Gen-normalised, as eval/score.py
@@ -32,6 +34,7 @@ from markupsafe import Markup
 from rrg.cases import STUDY_METRICS, Run, build_cases, load_run
 from rrg.chexpert_lexicon import OBSERVATIONS
 from rrg.cli import exits_on_input_error
+from rrg.clinical import UNCERTAIN_AS
 from rrg.entries import DEFAULT_IMAGE_DIR, verify_image
 from rrg.images import read_image
 from rrg.io import InputError, atomic_write_text
@@ -177,6 +180,7 @@ def page_data(
     observations = check_clinical(clinical, [c["id"] for c in cases], names) if clinical else []
     return {
         "runs": names,
+        "uncertain_as": uncertain_policy(runs),
         "metrics": list(STUDY_METRICS),
         "controls": [run.control_condition for run in runs],
         "observations": observations,
@@ -184,6 +188,14 @@ def page_data(
         "page_size": page_size,
         "cases": cases,
     }
+
+
+def uncertain_policy(runs: list[Run]) -> str:
+    """How clinical F1 counted an uncertain label: the first run's card's clinical.uncertain, else the
+    scorer's default ("positive"). The page colours agreement as F1 scores it (rrg.clinical.binarize:
+    positive, and uncertain when it counts as positive, against the rest)."""
+    recorded = ((runs[0].card or {}).get("clinical") or {}).get("uncertain") if runs else None
+    return recorded if recorded in UNCERTAIN_AS else "positive"
 
 
 def script_json(data: dict) -> Markup:

@@ -141,6 +141,7 @@ def draw_row(fig, spec, case: dict, blocks: list[tuple[str, list]], width: float
             color="white",
             va="top",
             bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "lw": 0},
+            parse_math=False,
         )
     else:
         image_ax.text(0.5, 0.5, "image not found", ha="center", va="center", color="#a00", fontsize=8)
@@ -158,6 +159,7 @@ def draw_row(fig, spec, case: dict, blocks: list[tuple[str, list]], width: float
             weight="bold",
             color=OTHER if k == 0 else LABEL,
             va="baseline",
+            parse_math=False,  # report texts are not math: "$" is a dollar sign
         )
         y += LINE
         for line in lines:
@@ -171,6 +173,7 @@ def draw_row(fig, spec, case: dict, blocks: list[tuple[str, list]], width: float
                     weight=word.weight,
                     style=word.style,
                     va="baseline",
+                    parse_math=False,  # report texts are not math: "$" is a dollar sign
                 )
             y += LINE
         y += 0.4 * LINE

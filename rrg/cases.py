@@ -192,7 +192,10 @@ def load_run(path: str | os.PathLike, name: str | None = None) -> Run:
     predictions that scores.json names (looked up beside the predictions when moved)."""
     predictions = _predictions_file(Path(path))
     studies, images, extra = _by_study(predictions)
-    scores = scores_path(predictions)
+    # The eval run writes scores.json beside predictions.jsonl, eval/score.py predictions.scores.json:
+    # either is this run's card (the eval run's first).
+    named = (scores_path(predictions), predictions.with_suffix(".scores.json"))
+    scores = next((p for p in named if p.is_file()), named[0])
     card = read_json_object(scores) if scores.exists() else None
     if card is None:
         _say(f"warning: {scores}: not found; the page shows no scores card for this run")

@@ -388,6 +388,11 @@ def _negation_termset() -> dict[str, list[str]]:
                 "and the",
                 "and there",
                 "; ",
+                # A relative clause's negation qualifies the clause, not the lesion it follows: CheXpert's
+                # dependency rules attach "not" in "a nodule that is not definitively calcified" to
+                # "calcified", so the nodule stays positive.
+                "that",
+                "which",
             ],
         }
     )
@@ -436,7 +441,11 @@ UNCERTAINTY = _termset(
         "not appreciated", "is not excluded", "in the differential", "differential",
     ],
     pseudo=["or no", "or not", "either", "no evidence"],
-    termination=["but", "however", "although", "though", "otherwise", "; ", "there is", "there are", "with"],
+    # ", healed"/", old"/", stable": a comma and a new finding's own descriptor start a new clause; a hedge
+    # before it ("densities most suggestive of artifacts, healed right 10th rib fracture noted") does not
+    # reach the finding after it, as CheXpert's parse keeps the two clauses apart.
+    termination=["but", "however", "although", "though", "otherwise", "; ", "there is", "there are", "with",
+                 ", healed", ", old", ", chronic", ", stable", ", unchanged", ", again"],
 )  # fmt: skip
 
 # Cues that make an anatomy mention a finding ("the heart is enlarged", "enlarged cardiac silhouette",

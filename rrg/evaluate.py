@@ -31,6 +31,7 @@ from .io import InputError, atomic_write_json, iter_jsonl
 from .lock import output_lock
 from .prompts import REFERENCE_EVAL_INSTRUCTION
 from .shards import control_path, merge_parts, output_of, part_paths, remove_merge_leftovers, scores_path
+from .split_record import split_record
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -487,6 +488,7 @@ def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, P
             adapter=config.lora_path,
             generation=asdict(config.settings()),
         )
+        card.setdefault("settings", {})["split"] = split_record(config.json_file)  # what tables show as the split
         report = [format_card(card)]
         if config.image_control != "none":
             condition = config.image_control

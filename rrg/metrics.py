@@ -116,6 +116,43 @@ _FIRST_WORDS = re.compile(rf"\s*(?:\S+\s+){{{METEOR_MAX_WORDS - 1}}}\S+")
 _LINE_BREAKS = re.compile(r"[\r\n]")  # what ends a line for the jar's reader (Java's readLine)
 
 
+# Every scorer's input is bounded before any work starts, as METEOR's is: pycocoevalcap's ROUGE-L
+# builds a length x length table (a 50 MB one-line prediction grew it past 13 GB), spaCy refuses texts
+# over 1,000,000 characters (after minutes of work) and BLEU/CIDEr count every n-gram. Each prediction
+# and reference is cut to its first SCORER_MAX_WORDS words and SCORER_MAX_CHARS characters, ~4x and ~7x
+# the longest IU X-Ray report (230 words, 1,417 characters): only degenerate texts are cut, and the
+# card counts them (counts.texts_cut).
+SCORER_MAX_WORDS = METEOR_MAX_WORDS
+SCORER_MAX_CHARS = 10_000
+_FIRST_SCORER_WORDS = re.compile(rf"\s*(?:\S+\s+){{{SCORER_MAX_WORDS - 1}}}\S+")
+
+
+def bound_text(text: str) -> str:
+    """The text as every scorer sees it: its first SCORER_MAX_CHARS characters, then its first
+    SCORER_MAX_WORDS words (spacing kept, for raw scoring)."""
+    text = text[:SCORER_MAX_CHARS]
+    match = _FIRST_SCORER_WORDS.match(text)
+    return text[: match.end()] if match else text
+
+
+def bound_records(records: list[dict]) -> tuple[list[dict], dict[str, int]]:
+    """Records with prediction and references bounded (bound_text), and how many texts were cut."""
+    cut = {"prediction": 0, "reference": 0}
+    bounded = []
+    for record in records:
+        pred = bound_text(record["prediction"])
+        cut["prediction"] += pred != record["prediction"]
+        refs = record["reference"]
+        if isinstance(refs, str):
+            new_refs = bound_text(refs)
+            cut["reference"] += new_refs != refs
+        else:
+            new_refs = [bound_text(r) for r in refs]
+            cut["reference"] += sum(a != b for a, b in zip(new_refs, refs))
+        bounded.append({**record, "prediction": pred, "reference": new_refs})
+    return bounded, cut
+
+
 class MeteorError(InputError):
     """METEOR's Java process could not start or died; reported as one line, like bad input."""
 
@@ -608,6 +645,12 @@ def score_records(
         _check_record(record, record.get("_where", f"record {i}"))
     if not records:
         raise InputError(f"{source or 'records'}: no predictions to score")
+    records, texts_cut = bound_records(records)  # before any scorer (or the labeler) sees a text
+    if any(texts_cut.values()):
+        _say(
+            f"warning: {texts_cut['prediction']} prediction(s) and {texts_cut['reference']} reference(s) "
+            f"cut to {SCORER_MAX_WORDS} words / {SCORER_MAX_CHARS} characters (counts.texts_cut)"
+        )
     if legacy:  # fail before the slow part when WordNet is missing
         from .legacy_metrics import require_wordnet
 
@@ -709,6 +752,7 @@ def score_records(
         "missing_impression": missing["impression"],
         "sections_scored": {s: len(texts[s][0]) for s in SECTIONS},
         "meteor_texts_cut": {s: _meteor_cut_count(*texts[s]) for s in SECTIONS},
+        "texts_cut": texts_cut,
     }
     card["settings"] = {
         "normalize": normalize,
@@ -722,6 +766,8 @@ def score_records(
         "corpus-level pycocoevalcap scores; SPICE left out (needs a download)",
         "text R2Gen-normalised" if normalize else RAW_TEXT_NOTE,
         f"METEOR sees at most {METEOR_MAX_WORDS} words of a text (counts.meteor_texts_cut: texts cut)",
+        f"every prediction and reference is cut to {SCORER_MAX_WORDS} words and {SCORER_MAX_CHARS} characters "
+        "before scoring (counts.texts_cut: texts cut)",
         "one line per study (first in file order)" if not per_image else "every line scored (per image)",
     ]
     if bootstrap:

@@ -35,6 +35,7 @@ R2GEN_SPLIT = "R2Gen 7:1:2 (test)"
 REFERENCE_SPLIT_PER_IMAGE = "reference 80/20 (per image)"
 REFERENCE_SPLIT_PER_STUDY = "reference 80/20 (per study)"
 UNKNOWN_SPLIT = "unknown split"
+CLEAN_SPLIT = "clean"  # data/report2json.py --protocol clean (its fractions are the user's choice)
 COCO_TOOLING = "pycocoevalcap corpus-level"
 LEGACY_TOOLING = "nltk sentence-level (legacy)"
 
@@ -189,6 +190,9 @@ def infer_split_label(card: ScoreCard) -> str:
     split's two scoring units apart, because per-image and per-study numbers differ.
     """
     settings = card.settings
+    recorded = settings.get("split")
+    if isinstance(recorded, dict) and recorded.get("protocol"):  # written by rrg.split_record
+        return _protocol_label(recorded["protocol"], recorded.get("name") or "test", settings)
     hint = " ".join(
         str(settings.get(key, "")) for key in ("split", "split_name", "split_file", "entries", "test_file")
     ).lower()
@@ -199,6 +203,14 @@ def infer_split_label(card: ScoreCard) -> str:
     if "reference" in hint:
         return REFERENCE_SPLIT_PER_IMAGE if settings.get("per_image", True) else REFERENCE_SPLIT_PER_STUDY
     return UNKNOWN_SPLIT
+
+
+def _protocol_label(protocol: str, name: str, settings: dict) -> str:
+    if protocol == "r2gen":
+        return R2GEN_SPLIT.replace("(test)", f"({name})")
+    if protocol == "reference":
+        return REFERENCE_SPLIT_PER_IMAGE if settings.get("per_image", True) else REFERENCE_SPLIT_PER_STUDY
+    return f"{CLEAN_SPLIT} ({name})"
 
 
 def tooling_label(card: ScoreCard) -> str:

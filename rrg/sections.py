@@ -7,9 +7,10 @@ paper's greedy `Findings: (.+)` regex, a section ends where the next heading sta
 never swallows the impression.
 
 A heading is the word findings/impression (singular or plural) at the start of the text, of a line or
-of a sentence (after . ; or whitespace) followed by ":" or a dash, or standing alone at the end of a
-line; an all-caps FINDINGS/IMPRESSION needs no colon at the start of a line or sentence.
-"No acute findings." is not a heading.
+of a sentence (after . ; or whitespace) followed by ":" or a dash, or standing alone on its line (at the
+start of a line or right after a full stop, with nothing after it on that line); an all-caps
+FINDINGS/IMPRESSION needs no colon at the start of a line or sentence. A report that merely ends in the
+word is not cut: "No acute findings." and "No acute cardiopulmonary findings" keep their last word.
 
 By default each section and the body have their whitespace runs squashed to one space. With
 `keep_spacing` (raw scoring) the text is kept as given: a section is only stripped where a heading cut
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 
 _NAME = r"(?P<name>findings?|impressions?)"
 _HEADING = re.compile(
-    rf"""(?:^|(?<=[\s.;]))(?i:{_NAME})(?:\s*[:\-\u2013\u2014]+|[ \t]*(?=\n|$))   # Findings: / findings - / alone
+    rf"""(?:^|(?<=[\s.;]))(?i:{_NAME})\s*[:\-\u2013\u2014]+                      # Findings: / findings -
+       | (?:^[ \t]*|(?<=[.;])[ \t]*)(?i:(?P<alone>findings?|impressions?))[ \t]*(?=\n|\Z)  # alone on its line
        | (?:^|(?<=[.;])|(?<=[.;]\s))(?P<caps>FINDINGS?|IMPRESSIONS?)\b[ \t]*[:\-\u2013\u2014]*  # FINDINGS""",
     re.VERBOSE | re.MULTILINE,
 )
@@ -50,7 +52,7 @@ def section_pieces(text: str) -> list[tuple[str | None, str]]:
     pieces: list[tuple[str | None, str]] = [(None, text[: matches[0].start()] if matches else text)]
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        name = (match.group("name") or match.group("caps")).lower()
+        name = (match.group("name") or match.group("alone") or match.group("caps")).lower()
         pieces.append(("findings" if name.startswith("finding") else "impression", text[match.end() : end]))
     return pieces
 

@@ -69,7 +69,8 @@ def test_every_method_writes_the_eval_schema(sample_dirs, tmp_path):
         lines = run_cli(folder, method, tmp_path / method)
         assert [line["id"] for line in lines] == [e.id for e in test]  # one line per entry, in file order
         for line, entry in zip(lines, test):
-            assert set(line) == eval_keys | {"baseline"}
+            assert set(line) == eval_keys | {"baseline", "split"}
+            assert line["split"] == {"file": str(folder / "test_report.json"), "name": "test", "protocol": None}
             assert line["reference"] == entry.response and line["images"] == entry.images
             assert line["model"] == f"baseline:{method}" and line["image_control"] == "none"
             if method == "reference_copy":

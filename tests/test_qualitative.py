@@ -80,3 +80,16 @@ def test_writes_png_and_pdf_and_names_a_missing_image(lora, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         qualitative.main([str(lora), "--ids", "404", "--out", str(out)])
     assert exit_info.value.code == 1 and "'404'" in capsys.readouterr().err
+
+
+def test_a_dollar_sign_in_a_report_is_text_not_math(cases, tmp_path):
+    import copy
+
+    case = copy.deepcopy(qualitative.chosen_studies(cases, ["7"])[0])
+    case[0]["runs"][0]["text"] = "Cost $5$ and $x^2$ normal $\\frac{$"
+    case[0]["runs"][0]["hits"] = []
+    fig = qualitative.make_figure([case], "lora")
+    fig.canvas.draw()  # mathtext would raise its ParseException here
+    shown = [t.get_text() for t in fig.axes[1].texts]
+    assert "$x^2$" in shown and "$\\frac{$" in shown
+    assert all(not t.get_parse_math() for t in fig.axes[1].texts)  # "$5$" is drawn as written, not as 5

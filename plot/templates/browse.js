@@ -46,18 +46,28 @@
     return table && table[observation] !== undefined ? table[observation] : null;
   }
 
+  // The class clinical F1 gives a label (rrg.clinical.binarize): positive, and uncertain when the card
+  // counted it as positive, against the rest (negative, uncertain otherwise, not mentioned).
+  function f1Class(value) {
+    return value === "positive" || (value === "uncertain" && DATA.uncertain_as === "positive");
+  }
+
+  function agrees(a, b) {
+    return f1Class(a) === f1Class(b);
+  }
+
   // Observations where run `run` (by index) labels otherwise than the reference.
   function wrongObservations(c, run) {
     const l = labels(c);
     if (!l) return [];
     const mine = (l.predictions || {})[DATA.runs[run]];
-    return DATA.observations.filter((o) => label(mine, o) !== label(l.reference, o));
+    return DATA.observations.filter((o) => !agrees(label(mine, o), label(l.reference, o)));
   }
 
   function runsDisagree(c, observation) {
     const l = labels(c);
     if (!l || DATA.runs.length < 2) return false;
-    const seen = new Set(DATA.runs.map((name) => label((l.predictions || {})[name], observation)));
+    const seen = new Set(DATA.runs.map((name) => f1Class(label((l.predictions || {})[name], observation))));
     return seen.size > 1;
   }
 
@@ -175,9 +185,15 @@
       row.dataset.observation = o;
       row.appendChild(el("th", null, o));
       row.appendChild(el("td", null, SYMBOL[ref] || "\u00b7"));
-      for (const mine of theirs) row.appendChild(el("td", mine === ref ? "agree" : "disagree", SYMBOL[mine] || "\u00b7"));
+      for (const mine of theirs) row.appendChild(el("td", agrees(mine, ref) ? "agree" : "disagree", SYMBOL[mine] || "\u00b7"));
       table.appendChild(row);
     }
+    const legend = el("caption", "legend");
+    legend.textContent =
+      `+ positive, \u2212 negative, ? uncertain, \u00b7 not mentioned. Green: same class as the reference ` +
+      `for clinical F1 (positive${DATA.uncertain_as === "positive" ? " or uncertain" : ""} vs the rest; ` +
+      `uncertain counted as ${DATA.uncertain_as}), red: not.`;
+    table.appendChild(legend);
     return table;
   }
 
