@@ -519,7 +519,10 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
         "total_steps": total_steps,
     }
     if is_main:
-        print("configuration:\n" + json.dumps(resolved, indent=2))
+        if resume_from is None:
+            print("configuration:\n" + json.dumps(resolved, indent=2))
+        else:  # the same settings as the run it continues (the fingerprint says so): not printed again
+            print(f"configuration: as printed when the run started ({output_dir / 'train_config.json'})")
         print(
             f"effective batch = {cfg.batch_size} (per device) x {cfg.gradient_accumulation_steps} "
             f"(accumulation) x {world} (processes) = {resolved['effective_batch_size']}"

@@ -2,7 +2,7 @@
 
     python eval/llava.py --json_file data/test_report.json [--image_control blank] [--limit 20]
 
-Writes results/zero_shot-<json stem>/predictions.jsonl (one line per entry, appended as produced;
+Writes runs/zero_shot-<json stem>/predictions.jsonl (one line per entry, appended as produced;
 --resume continues a killed run) and scores.json beside it. All flags: --help. On several GPUs, each
 generating its share into one predictions file:
 

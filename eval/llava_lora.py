@@ -2,7 +2,7 @@
 
     python eval/llava_lora.py --lora_path LoRA_Weight --json_file data/test_report.json
 
-Writes results/lora-<json stem>/predictions.jsonl (one line per entry, appended as produced;
+Writes runs/lora-<json stem>/predictions.jsonl (one line per entry, appended as produced;
 --resume continues a killed run) and scores.json beside it. All flags: --help. On several GPUs, each
 generating its share into one predictions file:
 

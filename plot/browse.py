@@ -1,8 +1,8 @@
 """A static case browser: one HTML page, study by study, of one run or several side by side.
 
-    python plot/browse.py results/lora-test_report --out results/browse/index.html
+    python plot/browse.py results/lora-test_report --out runs/browse/index.html
     python plot/browse.py results/lora results/zero_shot --image_dir data/images \
-        --entries data/test_report.json --out results/browse/index.html      # compare two runs
+        --entries data/test_report.json --out runs/browse/index.html      # compare two runs
 
 Per study: the views, the indication, the reference, each run's prediction with the words it shares with
 the reference highlighted, its BLEU-4 and ROUGE-L (pycocoevalcap, R2Gen-normalised, as eval/score.py
@@ -242,7 +242,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="other runs on the same studies, shown side by side (default: none)",
     )
     parser.add_argument(
-        "--out", default="results/browse/index.html", help="page to write (default: %(default)s)"
+        "--out", default="runs/browse/index.html", help="page to write (default: %(default)s)"
     )
     parser.add_argument(
         "--names", nargs="+", help="column name of each run, first run then --compare (default: folder names)"

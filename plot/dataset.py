@@ -1,6 +1,6 @@
 """One figure describing the IU X-Ray split files: studies per split, views, report lengths, frequent reports.
 
-    python plot/dataset.py --data_dir data/ --out results/figures/dataset.png
+    python plot/dataset.py --data_dir data/ --out runs/figures/dataset.png
 
 Reads {train,val,test}_report.json (whichever exist) and reports.csv from --data_dir
 (written by data/report2json.py).
@@ -33,7 +33,7 @@ SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 @dataclass
 class PlotConfig:
     data_dir: str = field(default="data", metadata={"help": "folder holding the split JSONs and reports.csv"})
-    out: str = field(default="results/figures/dataset.png", metadata={"help": "PNG to write"})
+    out: str = field(default="runs/figures/dataset.png", metadata={"help": "PNG to write"})
     top: int = field(default=10, metadata={"help": "how many frequent reports to list"})
 
 

@@ -76,6 +76,7 @@ import rrg.generate  # noqa: E402
 import train_lora  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.attention import ATTENTION  # noqa: E402
+from rrg.cli import shared_data_dir  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.curves import relative_differences  # noqa: E402
 from rrg.entries import Entry  # noqa: E402
@@ -99,7 +100,7 @@ REFERENCE_NAMES = list(DECODER_PROJECTIONS)  # the reference matched these names
 class BenchConfig:
     out: str = ""  # default: results/benchmark-<gpu>.json
     quick: bool = False  # fewer samples and configurations: a smoke check, not figures to report
-    shared_data: str = os.environ.get("RRG_SHARED_DATA", str(REPO.parent / "shared" / "data"))
+    shared_data: str = str(shared_data_dir())
     workdir: str = ""  # where the random checkpoint is written (default: a temporary folder)
     # Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient
     # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X),

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rrg.cli import shared_data_dir  # noqa: E402
 from rrg.io import atomic_write_json  # noqa: E402
 
 ENGINES = ("ddp", "fsdp", "zero2")
@@ -67,7 +67,7 @@ class MultiBenchConfig:
     out: str = flag("", "results JSON; empty: results/benchmark-<gpu>x<count>.json")
     workdir: str = flag("", "random checkpoint, split files, images, runs; empty: a temporary folder")
     shared_data: str = flag(
-        os.environ.get("RRG_SHARED_DATA", str(REPO.parent / "shared" / "data")),
+        str(shared_data_dir()),
         "folder with llava-med-v1.5-mistral-7b/tokenizer.model and iu_xray/indiana_reports.csv",
     )
     phases: str = flag("train,resume,qlora,generation", "comma-separated phases to run")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from rrg.browser import headless_chromium
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, shared_data_dir
 from rrg.io import InputError, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument(
         "--shared_data",
         type=Path,
-        default=Path(os.environ.get("RRG_SHARED_DATA", REPO.parent / "shared" / "data")),
+        default=shared_data_dir(),
         help="the shared data folder (default: $RRG_SHARED_DATA or ../shared/data)",
     )
     args = parser.parse_args()
