@@ -29,10 +29,9 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, NoReturn, TypeVar
+from typing import Literal, NoReturn
 
 # Batches of varying length near the memory limit fragment PyTorch's caching allocator; every
 # cudaFree it then needs stalls the GPU (measured on an H100: 10.2 -> 11.8 samples/s at micro-batch 8).
@@ -57,11 +56,11 @@ from rrg.lock import output_lock  # noqa: E402
 from rrg.model import load_base_model, load_processor, resolve_model_path  # noqa: E402
 from rrg.optim import MasterWeightAdamW  # noqa: E402
 from rrg.processor import image_token_id, tokens_per_image  # noqa: E402
+from rrg.ranks import main_process_decides  # noqa: E402
 
 # LoRA on the Mistral decoder only. A bare ["q_proj", ...] list would also match CLIP's q/k/v/out
 # projections (the reference adapter did exactly that), adapting the frozen vision tower by accident.
 LANGUAGE_MODEL_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-R = TypeVar("R")
 # The schedules get_scheduler builds from a warmup and a length alone (the others need more arguments).
 NEEDS_MORE_ARGUMENTS = ("reduce_lr_on_plateau", "greedy", "cosine_with_min_lr", "cosine_warmup_with_min_lr")
 SCHEDULERS = [s.value for s in SchedulerType if s.value not in (*NEEDS_MORE_ARGUMENTS, "warmup_stable_decay")]
@@ -401,31 +400,6 @@ def make_loader(dataset, batches, collator, cfg: TrainConfig, pin_memory: bool):
 
 
 # --------------------------------------------------------------------------- the run folder
-
-
-def main_process_decides(accelerator: Accelerator, decide: Callable[[], R]) -> R:
-    """Run `decide` on the main process only and hand its result to every rank.
-
-    An error there stops every rank: the main process raises it (an InputError is one line), the others
-    exit with status 1 without repeating it. No rank is left waiting in a collective the main process
-    never reaches.
-    """
-    result, error = None, None
-    if accelerator.is_main_process:
-        try:
-            result = decide()
-        except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks are told
-            error = e
-    message = f"{type(error).__name__}: {error}" if error else None
-    if accelerator.num_processes > 1:
-        shared = [result, message]
-        broadcast_object_list(shared)
-        result, message = shared
-    if error is not None:
-        raise error
-    if message is not None:
-        raise SystemExit(1)
-    return result
 
 
 def prepare_output_dir(cfg: TrainConfig, fingerprint: dict) -> str | None:

@@ -32,6 +32,7 @@ from .generate import ADDED_LATER, GenerationSettings, generate_predictions
 from .io import InputError, atomic_write_json, iter_jsonl
 from .lock import output_lock
 from .prompts import REFERENCE_EVAL_INSTRUCTION
+from .ranks import main_process_decides
 from .shards import control_path, merge_parts, output_of, part_paths, scores_path
 
 if TYPE_CHECKING:
@@ -341,11 +342,14 @@ def evaluate(config: EvalConfig) -> dict:
     conditions = ["none"] if config.image_control == "none" else ["none", config.image_control]
     outputs = {c: control_path(predictions, c) for c in conditions}
     is_main = state.is_main_process
-    with output_lock(predictions.parent, "eval") if is_main else contextlib.nullcontext():
-        if is_main:
+    with contextlib.ExitStack() as stack:
+
+        def take_folder() -> None:  # the main process; a refusal stops every rank (rrg.ranks)
+            stack.enter_context(output_lock(predictions.parent, "eval"))
             for condition, path in outputs.items():
                 gather_earlier_lines(path, entries, _run_identity(config, condition), config.resume)
-        state.wait_for_everyone()  # the others read the merged files only
+
+        main_process_decides(state, take_folder)  # the others read the merged files only
         generate_share(config, state, entries, paths, outputs)
         state.wait_for_everyone()  # every part complete
         if not is_main:
