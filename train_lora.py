@@ -51,7 +51,7 @@ from rrg.cli import check_ranges, exits_on_input_error, flag  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, eval_batches, length_grouped_batches  # noqa: E402
 from rrg.entries import DEFAULT_IMAGE_DIR  # noqa: E402
 from rrg.float8 import convert_frozen_base_linears, float8_problem  # noqa: E402
-from rrg.io import InputError, append_jsonl, atomic_write_json  # noqa: E402
+from rrg.io import InputError, append_jsonl, atomic_write_json, disk_full_is_one_line  # noqa: E402
 from rrg.lock import output_lock  # noqa: E402
 from rrg.model import load_base_model, load_processor, resolve_model_path  # noqa: E402
 from rrg.optim import MasterWeightAdamW  # noqa: E402
@@ -445,7 +445,8 @@ def main(argv: list[str] | None = None) -> None:
         main_process_decides(
             accelerator, lambda: str(stack.enter_context(output_lock(cfg.output_dir, "training")))
         )
-        train(cfg, accelerator)
+        with disk_full_is_one_line(cfg.output_dir):  # checkpoints, the log, adapters
+            train(cfg, accelerator)
 
 
 def train(cfg: TrainConfig, accelerator: Accelerator) -> None:

@@ -29,7 +29,7 @@ from .cli import RUNS_DIR, flag
 from .entries import DEFAULT_IMAGE_DIR, Entry, load_entries, resolve_image
 from .fused import liger_problem
 from .generate import ADDED_LATER, GenerationSettings, generate_predictions
-from .io import InputError, atomic_write_json, iter_jsonl
+from .io import InputError, atomic_write_json, disk_full_is_one_line, iter_jsonl
 from .lock import output_lock
 from .prompts import REFERENCE_EVAL_INSTRUCTION
 from .ranks import main_process_decides
@@ -350,12 +350,13 @@ def evaluate(config: EvalConfig) -> dict:
                 gather_earlier_lines(path, entries, _run_identity(config, condition), config.resume)
 
         main_process_decides(state, take_folder)  # the others read the merged files only
-        generate_share(config, state, entries, paths, outputs)
-        state.wait_for_everyone()  # every part complete
-        if not is_main:
-            return {}
-        for path in outputs.values():
-            merge_parts(path, [e.id for e in entries])
+        with disk_full_is_one_line(predictions.parent):  # prediction lines, part files, their merge
+            generate_share(config, state, entries, paths, outputs)
+            state.wait_for_everyone()  # every part complete
+            if not is_main:
+                return {}
+            for path in outputs.values():
+                merge_parts(path, [e.id for e in entries])
         if not config.score:
             print("predictions: " + ", ".join(map(str, outputs.values())) + " (not scored: --no_score)")
             return {}
