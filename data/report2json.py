@@ -11,11 +11,9 @@ leak_audit.json into --out, and prints the audit.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from transformers import HfArgumentParser
-
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.data import (
     PROTOCOLS,
     SplitConfig,
@@ -31,44 +29,34 @@ from rrg.io import InputError
 
 @dataclass
 class Report2JsonConfig:
-    protocol: str = field(
-        default="clean", metadata={"help": "reference | r2gen | clean", "choices": PROTOCOLS}
+    protocol: str = flag("clean", "Split protocol: reference | r2gen | clean.", choices=PROTOCOLS)
+    data_dir: str = flag("data/iu_xray", "The folder data/download.py laid out.", nonempty=True)
+    out: str = flag("data", "Where the split files go.", nonempty=True)
+    reference_csv: str | None = flag(None, "The reference's report.csv instead of the Kaggle CSVs (exact copy).")
+    r2gen_annotation: str | None = flag(None, "R2Gen's annotation.json (r2gen).")
+    seed: int = flag(42, "Clean protocol: split seed.", ge=0)
+    fractions: list[float] = flag(
+        help="Clean protocol: train val test fractions.", default_factory=lambda: [0.7, 0.1, 0.2], ge=0, le=1
     )
-    data_dir: str = field(default="data/iu_xray", metadata={"help": "the folder data/download.py laid out"})
-    out: str = field(default="data", metadata={"help": "where the split files go"})
-    reference_csv: str | None = field(
-        default=None, metadata={"help": "the reference's report.csv instead of the Kaggle CSVs (exact copy)"}
+    views: str = flag(
+        "frontal",
+        "frontal (one image; a study without one uses its first image, counted and printed) or both "
+        "(frontal + lateral).",
+        choices=["frontal", "both"],
     )
-    r2gen_annotation: str | None = field(default=None, metadata={"help": "R2Gen's annotation.json (r2gen)"})
-    seed: int = field(default=42, metadata={"help": "clean protocol: split seed"})
-    fractions: list[float] = field(
-        default_factory=lambda: [0.7, 0.1, 0.2], metadata={"help": "clean protocol: train val test fractions"}
-    )
-    views: str = field(
-        default="frontal",
-        metadata={"help": "frontal (one image) or both (frontal + lateral)", "choices": ["frontal", "both"]},
-    )
-    indication: bool = field(
-        default=False, metadata={"help": "append the clinical indication to the question"}
-    )
-    xxxx: str | None = field(
-        default=None, metadata={"help": "replace the anonymisation token XXXX with this"}
-    )
-    skip_missing: bool = field(
-        default=False, metadata={"help": "skip (and count) missing images / studies without images"}
-    )
-    images_from_csv: bool = field(
-        default=False,
-        metadata={
-            "help": "list each study's image files from indiana_projections.csv, not the images folder "
-            "(no images needed: for text-only work such as eval/baselines.py)"
-        },
+    indication: bool = flag(False, "Append the clinical indication to the question.")
+    xxxx: str | None = flag(None, "Replace the anonymisation token XXXX with this.")
+    skip_missing: bool = flag(False, "Skip (and count) missing images / studies without images.")
+    images_from_csv: bool = flag(
+        False,
+        "List each study's image files from indiana_projections.csv, not the images folder (no images "
+        "needed: for text-only work such as eval/baselines.py).",
     )
 
 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    (args,) = HfArgumentParser(Report2JsonConfig).parse_args_into_dataclasses(args=argv)
+    args = parse_flags(Report2JsonConfig, argv, description=__doc__)
     if args.reference_csv and args.protocol != "reference":
         raise InputError(
             "--reference_csv reproduces the reference protocol; use it with --protocol reference"
@@ -100,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     if config.notes:
         print(f"notes: {config.notes if args.protocol != 'r2gen' else _short_notes(config.notes)}")
     print("wrote " + ", ".join(str(p) for p in written))
+    if args.views == "frontal" and (used := config.notes.get("no_frontal_used_first_image")):
+        per_split = ", ".join(
+            f"{name} {c['studies_without_frontal']}" for name, c in audit["splits"].items()
+        )
+        print(
+            f"note: --views frontal: {used} studies of the table have no frontal image and use their first "
+            f"image (a lateral) instead; in the splits: {per_split} (leak_audit.json, studies_without_frontal)"
+        )
     return 0
 
 

@@ -110,14 +110,18 @@ class Switch(argparse.Action):
     def __init__(self, option_strings, dest, **kwargs):
         name = option_strings[0].removeprefix("--")
         # A flag already named no_X only turns on (a --no_no_X would read as a typo).
-        names = [f"--{name}"] if name.startswith("no_") else [f"--{name}", f"--no_{name}"]
-        super().__init__(names, dest, nargs=0, **kwargs)
+        on, off = [f"--{name}"], [] if name.startswith("no_") else [f"--no_{name}"]
+        # --with-dashes too, as argparse and HfArgumentParser accept for the other flags.
+        on += [n.replace("_", "-") for n in on if "_" in n]
+        off += [n.replace("_", "-") for n in off]
+        self.off = set(off)
+        super().__init__(on + off, dest, nargs=0, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, not option_string.startswith("--no_"))
+        setattr(namespace, self.dest, option_string not in self.off)
 
     def format_usage(self) -> str:
-        return " | ".join(self.option_strings)
+        return " | ".join(n for n in self.option_strings if "-" not in n[2:])
 
 
 def _parser_class():
@@ -139,6 +143,13 @@ def _parser_class():
             field = copy.copy(field)
             field.metadata = types.MappingProxyType(meta)
             HfArgumentParser._parse_dataclass_field(parser, field)
+
+        def parse_args_into_dataclasses(self, args=None, **kwargs):
+            # An unknown flag is argparse's one-line usage error (exit 2), not a ValueError traceback.
+            *settings, rest = super().parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+            if rest:
+                self.error(f"unrecognized arguments: {' '.join(rest)}")
+            return tuple(settings)
 
     return SettingsParser
 
