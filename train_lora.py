@@ -23,6 +23,9 @@ Adapters are PEFT folders: rrg.model.load_adapter(model, "lora_weight/final") or
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import contextlib
 import json
 import math

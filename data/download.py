@@ -11,6 +11,9 @@ dataset's (3,851 reports, 7,466 projection rows; --no-count-check makes that a w
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -10,6 +10,9 @@ leak_audit.json into --out, and prints the audit.
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
 from dataclasses import dataclass
 

@@ -8,6 +8,9 @@ missing indications, fallbacks). No model and no images: the reports come from t
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import json
 import sys
 from dataclasses import asdict, dataclass

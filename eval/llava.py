@@ -9,6 +9,9 @@ generating its share into one predictions file:
     accelerate launch --num_processes 4 eval/llava.py --json_file data/test_report.json
 """
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 from rrg.evaluate import close_processes
 from rrg.evaluate import main as run_eval
 

@@ -10,20 +10,19 @@ so that rows on the R2Gen split compare with the papers that reuse its code.
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rrg.cli import quiet_known_warnings
-
-quiet_known_warnings()  # before the imports below load torch
-
-from rrg.cli import build_parser, check_ranges, exits_on_input_error, flag  # noqa: E402
-from rrg.io import InputError, atomic_write_json  # noqa: E402
-from rrg.metrics import format_card, read_predictions, score_records  # noqa: E402
-from rrg.r2gen_compat import R2GenCompat, R2GenVocabulary, annotate_card, whole_text  # noqa: E402
-from rrg.sections import parse_sections  # noqa: E402
+from rrg.cli import build_parser, check_ranges, exits_on_input_error, flag
+from rrg.io import InputError, atomic_write_json
+from rrg.metrics import format_card, read_predictions, score_records
+from rrg.r2gen_compat import R2GenCompat, R2GenVocabulary, annotate_card, whole_text
+from rrg.sections import parse_sections
 
 
 @dataclass

@@ -9,6 +9,9 @@ relative difference from the first configuration, step by step: the issue's "wit
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import json
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -17,6 +17,9 @@ tag, the script and style inline; images are links relative to the page (or embe
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import base64
 import io

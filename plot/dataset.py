@@ -8,6 +8,9 @@ Reads {train,val,test}_report.json (whichever exist) and reports.csv from --data
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
 import textwrap
 from collections import Counter

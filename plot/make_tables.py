@@ -13,6 +13,9 @@ metric code (findings section), the only like-for-like comparison with the refer
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -16,6 +16,9 @@ micro/macro F1 over 14 and 5 observations, and the image-control difference of t
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -8,6 +8,9 @@ configurations can be compared at a glance.
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 from dataclasses import dataclass
 from pathlib import Path

@@ -453,9 +453,8 @@ def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, P
 
 def main(argv: Sequence[str] | None = None, *, require_adapter: bool = False) -> dict:
     """The command line of eval/llava.py (require_adapter=False) and eval/llava_lora.py (True)."""
-    from .cli import exits_on_input_error, parse_flags, quiet_known_warnings
+    from .cli import exits_on_input_error, parse_flags
 
-    quiet_known_warnings()
     config = parse_flags(EvalConfig, argv)
     if require_adapter and not config.lora_path:
         print("error: --lora_path is required (the adapter folder, e.g. LoRA_Weight)", file=sys.stderr)

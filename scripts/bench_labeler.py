@@ -8,6 +8,9 @@ report's whole text and both sections (what a case browser shows). One process, 
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import os
 import platform

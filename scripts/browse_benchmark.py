@@ -13,6 +13,9 @@ every study take in the page. Prints a table; --json keeps the numbers.
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import json
 import os

@@ -8,6 +8,9 @@ SRC is a Hub id or a local folder in the original (`llava_mistral`) format; DST 
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 
 from rrg.cli import exits_on_input_error

@@ -8,6 +8,9 @@ Needs LLaVA-Med's config, weight index and tokenizer.model from the shared data 
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 from pathlib import Path
 

@@ -9,6 +9,9 @@ The result loads with `LlavaForConditionalGeneration.from_pretrained(out)` and n
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import shutil
 import tempfile
 from dataclasses import dataclass, field

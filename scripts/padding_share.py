@@ -11,6 +11,9 @@ number of views counts. No GPU.
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
