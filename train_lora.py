@@ -110,7 +110,11 @@ class TrainConfig:
     gradient_accumulation_steps: int = flag(
         8, "Micro-batches per optimizer step (8 x 8 = the paper's 64).", ge=1
     )
-    lr: float = flag(2e-4, "Peak learning rate (AdamW; fp32 master weights when the model is bf16).", gt=0)
+    # finite=False: an infinite rate stops training at its first step with a one-line error (tests use it to
+    # make non-finite weights); NaN is refused below.
+    lr: float = flag(
+        2e-4, "Peak learning rate (AdamW; fp32 master weights when the model is bf16).", gt=0, finite=False
+    )
     lr_scheduler: str = flag(
         "cosine", "Learning-rate schedule (transformers.get_scheduler).", choices=SCHEDULERS
     )
@@ -263,6 +267,8 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     check_ranges(config)
     if config.resume and config.overwrite:
         raise InputError("--resume continues the run in output_dir, --overwrite deletes it: pass one of them")
+    if math.isnan(config.lr):
+        raise InputError("--lr must be a finite number (got nan)")
     if config.epochs == 0 and config.max_steps == 0:
         raise InputError("--epochs 0 with --max_steps 0 trains nothing: give one of them a positive value")
     return config

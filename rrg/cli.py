@@ -103,6 +103,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         text = super()._get_help_string(action)
         return text.replace("%(default)s", "''") if action.default == "" else text
 
+    def _format_action_invocation(self, action):
+        if isinstance(action, Switch):  # its --dashed aliases work but are not listed
+            return ", ".join(n for n in action.option_strings if "-" not in n[2:])
+        return super()._format_action_invocation(action)
+
 
 class Switch(argparse.Action):
     """A boolean flag read as `--name` (on) / `--no_name` (off)."""
