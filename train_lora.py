@@ -23,16 +23,18 @@ Adapters are PEFT folders: rrg.model.load_adapter(model, "lora_weight/final") or
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, NoReturn, TypeVar
+from typing import Literal, NoReturn
 
 # Batches of varying length near the memory limit fragment PyTorch's caching allocator; every
 # cudaFree it then needs stalls the GPU (measured on an H100: 10.2 -> 11.8 samples/s at micro-batch 8).
@@ -43,25 +45,29 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import broadcast_object_list, set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
-from transformers import AutoConfig  # noqa: E402
+from transformers import AutoConfig, SchedulerType  # noqa: E402
 
 from rrg import checkpoints as C  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.cli import build_parser as build_settings_parser  # noqa: E402
 from rrg.cli import check_ranges, exits_on_input_error, flag  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, eval_batches, length_grouped_batches  # noqa: E402
+from rrg.entries import DEFAULT_IMAGE_DIR  # noqa: E402
 from rrg.float8 import convert_frozen_base_linears, float8_problem  # noqa: E402
 from rrg.inputs import split_images_sha256  # noqa: E402
-from rrg.io import InputError, append_jsonl, atomic_write_json  # noqa: E402
+from rrg.io import InputError, append_jsonl, atomic_write_json, disk_full_is_one_line  # noqa: E402
 from rrg.lock import output_lock  # noqa: E402
 from rrg.model import load_base_model, load_processor, resolve_model_path  # noqa: E402
 from rrg.optim import MasterWeightAdamW  # noqa: E402
 from rrg.processor import image_token_id, tokens_per_image  # noqa: E402
+from rrg.ranks import main_process_decides  # noqa: E402
 
 # LoRA on the Mistral decoder only. A bare ["q_proj", ...] list would also match CLIP's q/k/v/out
 # projections (the reference adapter did exactly that), adapting the frozen vision tower by accident.
 LANGUAGE_MODEL_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-R = TypeVar("R")
+# The schedules get_scheduler builds from a warmup and a length alone (the others need more arguments).
+NEEDS_MORE_ARGUMENTS = ("reduce_lr_on_plateau", "greedy", "cosine_with_min_lr", "cosine_warmup_with_min_lr")
+SCHEDULERS = [s.value for s in SchedulerType if s.value not in (*NEEDS_MORE_ARGUMENTS, "warmup_stable_decay")]
 
 
 @dataclass
@@ -74,45 +80,59 @@ class TrainConfig:
         "Base model: the original LLaVA-Med checkpoint (converted once, cached) or an HF Llava folder / Hub id.",
     )
     json_file: str = flag("data/train_report.json", "Training split (JSON array or JSONL of entries).")
-    image_dir: str = flag("data/images", "Folder the entries' image names are looked up in.")
+    image_dir: str = flag(DEFAULT_IMAGE_DIR, "Folder the entries' image names are looked up in.")
     val_json: str = flag("", "Validation split: val loss every --eval_steps and a best/ adapter ('': none).")
     output_dir: str = flag(
         "lora_weight", "Run folder: train_config.json, train_log.jsonl, checkpoints/, best/, final/."
     )
     views: Literal["first", "all"] = flag("first", "How many of an entry's images go into its prompt.")
-    max_length: int = flag(2048, "Tokens per sample, image tokens included; longer reports lose their tail.")
+    max_length: int = flag(
+        2048, "Tokens per sample, image tokens included; longer reports lose their tail.", ge=1
+    )
     skip_bad: bool = flag(
         False,
         "Skip (and count, in train_log.jsonl) entries with missing or unreadable images instead of stopping.",
     )
     # optimisation
-    epochs: int = flag(10, "Passes over the training split (unless --max_steps is set).")
-    max_steps: int = flag(0, "> 0: stop after this many optimizer steps, and size the schedule to them.")
+    epochs: int = flag(10, "Passes over the training split (unless --max_steps is set).", ge=0)
+    max_steps: int = flag(
+        0, "> 0: stop after this many optimizer steps, and size the schedule to them.", ge=0
+    )
     # Per-device micro-batch x accumulation = 64 samples per step, the reference's effective batch.
     # Micro-batch 8, compiled, no checkpointing was the fastest setting on an H100 (21.8 samples/s,
     # 38.3 GiB with fp32 master weights; results/benchmark-h100.json). Less memory: --gradient_checkpointing
     # --batch_size 16 --gradient_accumulation_steps 4 (13.5 samples/s, 22.5 GiB, an earlier session, before
     # master weights; with --load_in_4bit 14.1 samples/s, 15.3 GiB).
     batch_size: int = flag(
-        8, "Micro-batch per device; the effective batch is this x --gradient_accumulation_steps x processes."
+        8,
+        "Micro-batch per device; the effective batch is this x --gradient_accumulation_steps x processes.",
+        ge=1,
     )
-    gradient_accumulation_steps: int = flag(8, "Micro-batches per optimizer step (8 x 8 = the paper's 64).")
-    lr: float = flag(2e-4, "Peak learning rate (AdamW; fp32 master weights when the model is bf16).")
+    gradient_accumulation_steps: int = flag(
+        8, "Micro-batches per optimizer step (8 x 8 = the paper's 64).", ge=1
+    )
+    # finite=False: an infinite rate stops training at its first step with a one-line error (tests use it to
+    # make non-finite weights); NaN is refused below.
+    lr: float = flag(
+        2e-4, "Peak learning rate (AdamW; fp32 master weights when the model is bf16).", gt=0, finite=False
+    )
     lr_scheduler: str = flag(
-        "cosine", "Any transformers.get_scheduler name: cosine, linear, constant_with_warmup, ..."
+        "cosine", "Learning-rate schedule (transformers.get_scheduler).", choices=SCHEDULERS
     )
-    warmup_ratio: float = flag(0.03, "Share of the steps spent warming the learning rate up from 0.")
-    weight_decay: float = flag(0.0, "AdamW weight decay (not on 1-D parameters).")
+    warmup_ratio: float = flag(
+        0.03, "Share of the steps spent warming the learning rate up from 0.", ge=0, le=1
+    )
+    weight_decay: float = flag(0.0, "AdamW weight decay (not on 1-D parameters).", ge=0)
     max_grad_norm: float = flag(
         1.0, "Clip the gradient norm to this; <= 0: no clipping (the norm is still logged)."
     )
-    seed: int = flag(42, "Seed of the weights' init, the sample order and dropout.")
+    seed: int = flag(42, "Seed of the weights' init, the sample order and dropout.", ge=0)
     # LoRA
-    lora_r: int = flag(64, "LoRA rank.")
-    lora_alpha: int = flag(128, "LoRA alpha (the update is scaled by alpha / r).")
+    lora_r: int = flag(64, "LoRA rank.", ge=1)
+    lora_alpha: int = flag(128, "LoRA alpha (the update is scaled by alpha / r).", gt=0)
     # 0.0 by default: dropout > 0 makes peft run every LoRA input through a dropout (an extra activation
     # kept for backward in each of the 224 adapted layers), which costs 15-40% step time and memory.
-    lora_dropout: float = flag(0.0, "LoRA dropout; > 0 costs 15-40%% step time and memory.")
+    lora_dropout: float = flag(0.0, "LoRA dropout; > 0 costs 15-40%% step time and memory.", ge=0, lt=1)
     # A bare ["q_proj", ...] list would also match CLIP's q/k/v projections (the reference adapter did).
     target_modules: str = flag(
         LANGUAGE_MODEL_TARGETS, "Modules that get LoRA: a regex (full match) or comma-separated names."
@@ -158,18 +178,21 @@ class TrainConfig:
     activation_memory_budget: float = flag(
         0.7,
         "With --compile, no checkpointing: share of activation memory kept for backward (1.0: all the compiler keeps).",
+        ge=0,
+        le=1,
     )
-    num_workers: int = flag(4, "DataLoader workers (image loading and preprocessing).")
+    num_workers: int = flag(4, "DataLoader workers (image loading and preprocessing).", ge=0)
     # checkpoints, evaluation, logging
-    save_steps: int = flag(0, "Checkpoint every N optimizer steps (0: only at epoch ends).")
-    save_total_limit: int = flag(2, "Keep this run's newest N step checkpoints (0: all).")
-    eval_steps: int = flag(0, "Validation every N optimizer steps (0: at epoch ends).")
-    eval_batch_size: int = flag(0, "Validation micro-batch (0: --batch_size).")
+    save_steps: int = flag(0, "Checkpoint every N optimizer steps (0: only at epoch ends).", ge=0)
+    save_total_limit: int = flag(2, "Keep this run's newest N step checkpoints (0: all).", ge=0)
+    eval_steps: int = flag(0, "Validation every N optimizer steps (0: at epoch ends).", ge=0)
+    eval_batch_size: int = flag(0, "Validation micro-batch (0: --batch_size).", ge=0)
     # A log line reads the loss back from the GPU (a wait for it); steps in between never do. On an H100
     # one line per step cost nothing measurable: 22.07 samples/s vs 22.10 with one per 10 steps.
     logging_steps: int = flag(
         1,
         "A train_log.jsonl line (and a finite-loss check) every N steps, before checkpoints and validations.",
+        ge=1,
     )
     report_to: Literal["none", "tensorboard"] = flag(
         "none", "Also log to TensorBoard (output_dir/tensorboard)."
@@ -185,7 +208,7 @@ class TrainConfig:
         "checkpoints/, best/, final/, tensorboard/ (nothing else).",
     )
     stop_after_steps: int = flag(
-        0, "Checkpoint and exit after N optimizer steps, as if killed (time-boxed jobs)."
+        0, "Checkpoint and exit after N optimizer steps, as if killed (time-boxed jobs).", ge=0
     )
 
 
@@ -258,6 +281,10 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     check_ranges(config)
     if config.resume and config.overwrite:
         raise InputError("--resume continues the run in output_dir, --overwrite deletes it: pass one of them")
+    if math.isnan(config.lr):
+        raise InputError("--lr must be a finite number (got nan)")
+    if config.epochs == 0 and config.max_steps == 0:
+        raise InputError("--epochs 0 with --max_steps 0 trains nothing: give one of them a positive value")
     return config
 
 
@@ -401,31 +428,6 @@ def make_loader(dataset, batches, collator, cfg: TrainConfig, pin_memory: bool):
 # --------------------------------------------------------------------------- the run folder
 
 
-def main_process_decides(accelerator: Accelerator, decide: Callable[[], R]) -> R:
-    """Run `decide` on the main process only and hand its result to every rank.
-
-    An error there stops every rank: the main process raises it (an InputError is one line), the others
-    exit with status 1 without repeating it. No rank is left waiting in a collective the main process
-    never reaches.
-    """
-    result, error = None, None
-    if accelerator.is_main_process:
-        try:
-            result = decide()
-        except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks are told
-            error = e
-    message = f"{type(error).__name__}: {error}" if error else None
-    if accelerator.num_processes > 1:
-        shared = [result, message]
-        broadcast_object_list(shared)
-        result, message = shared
-    if error is not None:
-        raise error
-    if message is not None:
-        raise SystemExit(1)
-    return result
-
-
 def prepare_output_dir(cfg: TrainConfig, fingerprint: dict) -> str | None:
     """Main process, under the output lock: the checkpoint to resume from (verified, with this run's
     fingerprint), or None to start from scratch; the folder's previous run refused, cleared or cut back."""
@@ -469,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
         main_process_decides(
             accelerator, lambda: str(stack.enter_context(output_lock(cfg.output_dir, "training")))
         )
-        train(cfg, accelerator)
+        with disk_full_is_one_line(cfg.output_dir):  # checkpoints, the log, adapters
+            train(cfg, accelerator)
 
 
 def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
@@ -519,7 +522,10 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
         "total_steps": total_steps,
     }
     if is_main:
-        print("configuration:\n" + json.dumps(resolved, indent=2))
+        if resume_from is None:
+            print("configuration:\n" + json.dumps(resolved, indent=2))
+        else:  # the same settings as the run it continues (the fingerprint says so): not printed again
+            print(f"configuration: as printed when the run started ({output_dir / 'train_config.json'})")
         print(
             f"effective batch = {cfg.batch_size} (per device) x {cfg.gradient_accumulation_steps} "
             f"(accumulation) x {world} (processes) = {resolved['effective_batch_size']}"

@@ -11,13 +11,14 @@ dataset's (3,851 reports, 7,466 projection rows; --no-count-check makes that a w
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.download import (
     format_summary,
     kaggle_download,
@@ -30,21 +31,18 @@ from rrg.io import InputError, atomic_write_text
 
 @dataclass
 class DownloadConfig:
-    out: str = field(default="data/iu_xray", metadata={"help": "where the dataset is laid out"})
-    from_dir: str | None = field(default=None, metadata={"help": "use a dataset folder downloaded by hand"})
-    from_zip: str | None = field(default=None, metadata={"help": "use the Kaggle zip downloaded by hand"})
-    no_count_check: bool = field(
-        default=False,
-        metadata={"help": "differing report/projection counts warn instead of failing (samples)"},
-    )
-    quick_verify: bool = field(default=False, metadata={"help": "check PNG headers only, no full decode"})
-    no_verify: bool = field(default=False, metadata={"help": "lay files out without verifying them"})
-    workers: int = field(default=8, metadata={"help": "threads decoding PNGs"})
+    out: str = flag("data/iu_xray", "Where the dataset is laid out.", nonempty=True)
+    from_dir: str | None = flag(None, "Use a dataset folder downloaded by hand.")
+    from_zip: str | None = flag(None, "Use the Kaggle zip downloaded by hand.")
+    no_count_check: bool = flag(False, "Differing report/projection counts warn instead of failing (samples).")
+    quick_verify: bool = flag(False, "Check PNG headers only, no full decode.")
+    no_verify: bool = flag(False, "Lay files out without verifying them.")
+    workers: int = flag(8, "Threads decoding PNGs.", ge=1)
 
 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    (config,) = HfArgumentParser(DownloadConfig).parse_args_into_dataclasses(args=argv)
+    config = parse_flags(DownloadConfig, argv, description=__doc__)
     if config.from_dir and config.from_zip:
         raise InputError("pass only one of --from-dir and --from-zip")
     out = Path(config.out)

@@ -19,8 +19,11 @@ Other datasets (rrg/dataset_splits.py; docs/datasets.md), writing {split}_report
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.data import (
@@ -39,69 +42,48 @@ from rrg.io import InputError
 
 @dataclass
 class Report2JsonConfig:
-    protocol: str = field(
-        default="clean", metadata={"help": "reference | r2gen | clean | rexrank", "choices": PROTOCOLS}
+    protocol: str = flag("clean", "Split protocol: reference | r2gen | clean | rexrank.", choices=PROTOCOLS)
+    data_dir: str = flag("data/iu_xray", "The folder data/download.py laid out.", nonempty=True)
+    out: str = flag("data", "Where the split files go.", nonempty=True)
+    reference_csv: str | None = flag(None, "The reference's report.csv instead of the Kaggle CSVs (exact copy).")
+    r2gen_annotation: str | None = flag(None, "R2Gen's annotation.json (r2gen; rexrank: its train split).")
+    rexrank_dir: str | None = flag(
+        None, "rexrank: the folder of ReXRank_IUXray_test.json and ReXRank_IUXray_valid.json."
     )
-    data_dir: str = field(default="data/iu_xray", metadata={"help": "the folder data/download.py laid out"})
-    out: str = field(default="data", metadata={"help": "where the split files go"})
-    reference_csv: str | None = field(
-        default=None, metadata={"help": "the reference's report.csv instead of the Kaggle CSVs (exact copy)"}
+    board: str = flag(
+        "findings",
+        "rexrank: which ReXrank board the references are for: findings (findings only) or "
+        "findings_impression ('Findings: ... Impression: ...').",
+        choices=["findings", "findings_impression"],
     )
-    r2gen_annotation: str | None = field(
-        default=None, metadata={"help": "R2Gen's annotation.json (r2gen; rexrank: its train split)"}
+    context: bool = flag(False, "rexrank: ReXrank's context (indication and comparison) appended to the question.")
+    seed: int = flag(42, "Clean protocol: split seed.", ge=0)
+    fractions: list[float] = flag(
+        help="Clean protocol: train val test fractions.", default_factory=lambda: [0.7, 0.1, 0.2], ge=0, le=1
     )
-    rexrank_dir: str | None = field(
-        default=None, metadata={"help": "rexrank: the folder of ReXRank_IUXray_test.json and ReXRank_IUXray_valid.json"}
+    views: str = flag(
+        "frontal",
+        "frontal (one image; a study without one uses its first image, counted and printed) or both "
+        "(frontal + lateral).",
+        choices=["frontal", "both"],
     )
-    board: str = field(
-        default="findings",
-        metadata={
-            "help": "rexrank: which ReXrank board the references are for: findings (findings only) or "
-            "findings_impression ('Findings: ... Impression: ...')",
-            "choices": ["findings", "findings_impression"],
-        },
+    indication: bool = flag(False, "Append the clinical indication to the question.")
+    comparison: bool = flag(
+        False,
+        "Append the comparison line to the question ('Indication: ... Comparison: ...'); a line holding a "
+        "sentence of the study's own report is dropped and counted.",
     )
-    context: bool = field(
-        default=False,
-        metadata={"help": "rexrank: ReXrank's context (indication and comparison) appended to the question"},
+    regions: str | None = flag(
+        None,
+        "Region-structured targets (Lung:/Heart:/Mediastinal:/Bone:/Others: lines, then Impression:): "
+        "'classifier' (rrg.regions) or a region file in WangLab's format (its missing studies classified).",
     )
-    seed: int = field(default=42, metadata={"help": "clean protocol: split seed"})
-    fractions: list[float] = field(
-        default_factory=lambda: [0.7, 0.1, 0.2], metadata={"help": "clean protocol: train val test fractions"}
-    )
-    views: str = field(
-        default="frontal",
-        metadata={"help": "frontal (one image) or both (frontal + lateral)", "choices": ["frontal", "both"]},
-    )
-    indication: bool = field(
-        default=False, metadata={"help": "append the clinical indication to the question"}
-    )
-    comparison: bool = field(
-        default=False,
-        metadata={
-            "help": "append the comparison line to the question ('Indication: ... Comparison: ...'); a line "
-            "holding a sentence of the study's own report is dropped and counted"
-        },
-    )
-    regions: str | None = field(
-        default=None,
-        metadata={
-            "help": "region-structured targets (Lung:/Heart:/Mediastinal:/Bone:/Others: lines, then Impression:): "
-            "'classifier' (rrg.regions) or a region file in WangLab's format (its missing studies classified)"
-        },
-    )
-    xxxx: str | None = field(
-        default=None, metadata={"help": "replace the anonymisation token XXXX with this"}
-    )
-    skip_missing: bool = field(
-        default=False, metadata={"help": "skip (and count) missing images / studies without images"}
-    )
-    images_from_csv: bool = field(
-        default=False,
-        metadata={
-            "help": "list each study's image files from indiana_projections.csv, not the images folder "
-            "(no images needed: for text-only work such as eval/baselines.py)"
-        },
+    xxxx: str | None = flag(None, "Replace the anonymisation token XXXX with this.")
+    skip_missing: bool = flag(False, "Skip (and count) missing images / studies without images.")
+    images_from_csv: bool = flag(
+        False,
+        "List each study's image files from indiana_projections.csv, not the images folder (no images "
+        "needed: for text-only work such as eval/baselines.py).",
     )
     dataset: str = flag("iu-xray", "which dataset --data_dir holds (docs/datasets.md)", choices=list(DATASETS))
     reports: str | None = flag(None, "mimic-cxr: MIMIC-CXR's reports, folder or mimic-cxr-reports.zip (default: --data_dir)")
@@ -118,7 +100,7 @@ class Report2JsonConfig:
 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    args = parse_flags(Report2JsonConfig, argv)
+    args = parse_flags(Report2JsonConfig, argv, description=__doc__)
     if args.dataset != "iu-xray":
         return write_dataset(args)
     if args.comparison and args.protocol == "reference":
@@ -163,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     if config.notes:
         print(f"notes: {config.notes if args.protocol not in ('r2gen', 'rexrank') else _short_notes(config.notes)}")
     print("wrote " + ", ".join(str(p) for p in written))
+    if args.views == "frontal" and (used := config.notes.get("no_frontal_used_first_image")):
+        per_split = ", ".join(
+            f"{name} {c['studies_without_frontal']}" for name, c in audit["splits"].items()
+        )
+        print(
+            f"note: --views frontal: {used} studies of the table have no frontal image and use their first "
+            f"image (a lateral) instead; in the splits: {per_split} (leak_audit.json, studies_without_frontal)"
+        )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Text-only baselines: `python eval/baselines.py --method constant --out results/baseline-constant`.
+"""Text-only baselines: `python eval/baselines.py --method constant --out runs/baseline-constant`.
 
 Writes OUT/predictions.jsonl in the eval scripts' schema (score it with eval/score.py, tabulate it with
 plot/make_tables.py) and OUT/baseline.json (settings and the counts of every rule-based choice: ties,
@@ -8,14 +8,16 @@ missing indications, fallbacks). No model and no images: the reports come from t
 
 from __future__ import annotations
 
-import argparse
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rrg.baselines import METHODS, run_baseline
-from rrg.cli import exits_on_input_error
+from rrg.cli import RUNS_DIR, exits_on_input_error, flag, parse_flags
 from rrg.entries import Entry, load_entries
 from rrg.io import InputError, atomic_write_json, atomic_write_text
 from rrg.split_record import split_record
@@ -23,40 +25,18 @@ from rrg.split_record import split_record
 
 @dataclass
 class BaselineConfig:
-    method: str
-    json_file: Path = Path("data/test_report.json")
-    train_json: Path = Path("data/train_report.json")
-    out: Path | None = None  # default: results/baseline-<method>-<json_file stem>
-    seed: int = 0  # the random method's draws
+    method: str = flag(help="Which baseline.", choices=METHODS)
+    json_file: Path = flag(Path("data/test_report.json"), "Split file to predict.")
+    train_json: Path = flag(Path("data/train_report.json"), "Split file the reports are taken from.")
+    out: Path | None = flag(None, f"Output folder (default: {RUNS_DIR}/baseline-<method>-<json_file stem>).")
+    seed: int = flag(0, "Seed of the random method's draws.", ge=0)
 
     def out_dir(self) -> Path:
-        return self.out or Path("results") / f"baseline-{self.method}-{self.json_file.stem}"
+        return self.out or Path(RUNS_DIR) / f"baseline-{self.method}-{self.json_file.stem}"
 
 
 def parse_args(argv: list[str] | None = None) -> BaselineConfig:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--method", required=True, choices=METHODS, help="which baseline")
-    parser.add_argument(
-        "--json_file",
-        type=Path,
-        default=BaselineConfig.json_file,
-        help="split file to predict (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--train_json",
-        type=Path,
-        default=BaselineConfig.train_json,
-        help="split file the reports are taken from (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--out", type=Path, help="output folder (default: results/baseline-<method>-<json_file stem>)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the random method (default: %(default)s)"
-    )
-    return BaselineConfig(**vars(parser.parse_args(argv)))
+    return parse_flags(BaselineConfig, argv, description=__doc__)
 
 
 def prediction_line(entry: Entry, prediction: str, identity: dict, baseline: dict) -> dict:

@@ -10,12 +10,15 @@ so that rows on the R2Gen split compare with the papers that reuse its code.
 
 from __future__ import annotations
 
-import argparse
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import build_parser, check_ranges, exits_on_input_error, flag
 from rrg.io import InputError, atomic_write_json
 from rrg.lock import output_lock
 from rrg.metrics import format_card, read_predictions, score_records
@@ -28,74 +31,45 @@ from rrg.split_record import split_of_records
 
 @dataclass
 class ScoreConfig:
-    predictions: Path
-    out: Path | None = None
-    overwrite: bool = False  # replace an existing metric card (otherwise it is an error)
-    no_normalize: bool = False  # score the text exactly as given instead of R2Gen-normalised text
-    legacy: bool = False  # also run the reference paper's metric code (per line; needs nltk WordNet)
-    per_image: bool = False  # score every line, as the reference did, instead of one line per study
-    bootstrap: int = 0  # resamples for 95% confidence intervals (0: none)
-    seed: int = 0
-    labeler: str = "offline"  # CheXpert-14 labels for the clinical block: offline | chexbert | none
-    uncertain: str = "positive"  # an uncertain label counts as positive (f1chexbert) or negative
-    radgraph: bool = False  # also RadGraph-F1 (the radgraph package; downloads its model on first use)
-    r2gen_compat: bool = False  # score the texts R2Gen's own evaluation scores (needs train_json)
-    train_json: Path | None = None  # train split (or R2Gen's annotation.json): R2Gen's vocabulary
-    regions: bool = False  # also score each region (lung/heart/mediastinal/bone/others) separately
-    region_model: Path | None = None  # the sentence-to-region classifier (default: rrg/region_model.json)
+    predictions: Path = flag(help="JSONL with id, prediction, reference per line.", positional=True)
+    out: Path | None = flag(None, "Metric card (JSON); default: <predictions>.scores.json.")
+    overwrite: bool = flag(False, "Replace the metric card if it exists (otherwise it is an error).")
+    no_normalize: bool = flag(False, "Score the text as given, not R2Gen-normalised.")
+    legacy: bool = flag(False, "Add the reference paper's metrics (per line; needs nltk WordNet).")
+    per_image: bool = flag(False, "Score every line, as the reference did, not each study once.")
+    bootstrap: int = flag(0, "95%% confidence intervals from N resamples (0: none).", ge=0, metavar="N")
+    seed: int = flag(0, "Bootstrap seed.", ge=0)
+    labeler: Literal["offline", "chexbert", "none"] = flag(
+        "offline",
+        "CheXpert-14 labeler of the clinical block: offline (rule-based, no download), chexbert "
+        "(f1chexbert package, downloads weights) or none (no clinical block).",
+    )
+    uncertain: Literal["positive", "negative"] = flag(
+        "positive", "How an uncertain label counts in clinical F1 (positive, as f1chexbert does, or negative)."
+    )
+    radgraph: bool = flag(False, "Add RadGraph-F1 (radgraph package; downloads its model on first use).")
+    r2gen_compat: bool = flag(
+        False,
+        "Score as R2Gen did: references cut to 59 tokens, rare words as <unk>, no CIDEr (needs --train_json).",
+    )
+    train_json: Path | None = flag(
+        None, "Train split file (or R2Gen's annotation.json) for --r2gen_compat's vocabulary."
+    )
+    regions: bool = flag(
+        False,
+        "Also score each region (lung/heart/mediastinal/bone/others) separately (structured texts as written, "
+        "free text split by rrg.regions).",
+    )
+    region_model: Path | None = flag(None, "Region classifier JSON (default: rrg/region_model.json).")
 
 
 def parse_args(argv: list[str] | None = None) -> ScoreConfig:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("predictions", type=Path, help="JSONL with id, prediction, reference per line")
-    parser.add_argument("--out", type=Path, help="metric card (JSON); default: <predictions>.scores.json")
-    parser.add_argument("--overwrite", action="store_true", help="replace the metric card if it exists")
-    parser.add_argument(
-        "--no_normalize", action="store_true", help="score the text as given, not R2Gen-normalised"
-    )
-    parser.add_argument("--legacy", action="store_true", help="add the reference paper's metrics (per line)")
-    parser.add_argument("--per_image", action="store_true", help="score every line, not each study once")
-    parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="95%% CIs from N resamples")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument(
-        "--labeler",
-        choices=("offline", "chexbert", "none"),
-        default="offline",
-        help="CheXpert-14 labeler of the clinical block: offline (rule-based, no download; default), "
-        "chexbert (f1chexbert package, downloads weights) or none (no clinical block)",
-    )
-    parser.add_argument(
-        "--uncertain",
-        choices=("positive", "negative"),
-        default="positive",
-        help="how an uncertain label counts in clinical F1 (default: positive, as f1chexbert does)",
-    )
-    parser.add_argument(
-        "--radgraph", action="store_true", help="add RadGraph-F1 (radgraph package; downloads its model)"
-    )
-    parser.add_argument(
-        "--r2gen_compat",
-        action="store_true",
-        help="score as R2Gen did: references cut to 59 tokens, rare words as <unk>, no CIDEr (needs --train_json)",
-    )
-    parser.add_argument(
-        "--train_json",
-        type=Path,
-        help="train split file (or R2Gen's annotation.json) for --r2gen_compat's vocabulary",
-    )
-    parser.add_argument(
-        "--regions",
-        action="store_true",
-        help="also score each region separately (structured texts as written, free text split by rrg.regions)",
-    )
-    parser.add_argument(
-        "--region_model", type=Path, help="region classifier JSON (default: rrg/region_model.json)"
-    )
-    config = ScoreConfig(**vars(parser.parse_args(argv)))
-    if config.bootstrap < 0:
-        parser.error("--bootstrap must be >= 0")
+    parser = build_parser(ScoreConfig, description=__doc__)
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        check_ranges(config)
+    except InputError as e:
+        parser.exit(2, f"error: {e}\n")
     if config.r2gen_compat and config.train_json is None:
         parser.error("--r2gen_compat needs --train_json (R2Gen's vocabulary comes from the train reports)")
     if config.train_json is not None and not config.r2gen_compat:

@@ -10,6 +10,9 @@ card's clinical block when the card has one (see CLINICAL_F1) and shows as "n/a"
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import math
 from dataclasses import dataclass

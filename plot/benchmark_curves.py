@@ -9,8 +9,11 @@ relative difference from the first configuration, step by step: the issue's "wit
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.curves import relative_differences
 from rrg.io import InputError
 from rrg.results import save_figure
@@ -26,9 +29,9 @@ from rrg.results import save_figure
 
 @dataclass
 class BenchCurvesConfig:
-    results: str = field(metadata={"help": "a results JSON of scripts/benchmark.py"})
-    out: str = field(default="benchmark_curves.png", metadata={"help": "output PNG"})
-    phase: str = field(default="lora", metadata={"help": "lora or qlora: whose configurations to plot"})
+    results: str = flag(help="A results JSON of scripts/benchmark.py.", nonempty=True)
+    out: str = flag("runs/figures/benchmark_curves.png", "Output PNG.", nonempty=True)
+    phase: str = flag("lora", "Whose configurations to plot: lora or qlora.", choices=["lora", "qlora"])
 
 
 def label(config: dict, first: dict) -> str:
@@ -80,9 +83,7 @@ def plot(lines: list[tuple[str, list[float]]], title: str):
 
 @exits_on_input_error
 def main() -> None:
-    from transformers import HfArgumentParser
-
-    (cfg,) = HfArgumentParser(BenchCurvesConfig).parse_args_into_dataclasses()
+    cfg = parse_flags(BenchCurvesConfig, description=__doc__)
     try:
         report = json.loads(Path(cfg.results).read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -1,8 +1,8 @@
 """A static case browser: one HTML page, study by study, of one run or several side by side.
 
-    python plot/browse.py results/lora-test_report --out results/browse/index.html
+    python plot/browse.py results/lora-test_report --out runs/browse/index.html
     python plot/browse.py results/lora --compare results/zero_shot --image_dir data/images \
-        --entries data/test_report.json --out results/browse/index.html      # compare two runs
+        --entries data/test_report.json --out runs/browse/index.html      # compare two runs
 
 Each run's card is its scores.json (the eval run's) or predictions.scores.json (eval/score.py's default).
 
@@ -19,6 +19,9 @@ tag, the script and style inline; images are links relative to the page (or embe
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import base64
 import io
@@ -273,7 +276,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="other runs on the same studies, shown side by side (default: none)",
     )
     parser.add_argument(
-        "--out", default="results/browse/index.html", help="page to write (default: %(default)s)"
+        "--out", default="runs/browse/index.html", help="page to write (default: %(default)s)"
     )
     parser.add_argument(
         "--names", nargs="+", help="column name of each run, first run then --compare (default: folder names)"

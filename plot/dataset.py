@@ -1,6 +1,6 @@
 """One figure describing the IU X-Ray split files: studies per split, views, report lengths, frequent reports.
 
-    python plot/dataset.py --data_dir data/ --out results/figures/dataset.png
+    python plot/dataset.py --data_dir data/ --out runs/figures/dataset.png
 
 Reads {train,val,test}_report.json (whichever exist) and reports.csv from --data_dir
 (written by data/report2json.py).
@@ -8,10 +8,13 @@ Reads {train,val,test}_report.json (whichever exist) and reports.csv from --data
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
 import textwrap
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -19,9 +22,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from transformers import HfArgumentParser
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.data import SPLIT_NAMES, read_csv_checked, split_path
 from rrg.entries import Entry, load_entries
 from rrg.io import InputError
@@ -32,9 +34,9 @@ SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
 @dataclass
 class PlotConfig:
-    data_dir: str = field(default="data", metadata={"help": "folder holding the split JSONs and reports.csv"})
-    out: str = field(default="results/figures/dataset.png", metadata={"help": "PNG to write"})
-    top: int = field(default=10, metadata={"help": "how many frequent reports to list"})
+    data_dir: str = flag("data", "Folder holding the split JSONs and reports.csv.", nonempty=True)
+    out: str = flag("runs/figures/dataset.png", "PNG to write.", nonempty=True)
+    top: int = flag(10, "How many frequent reports to list.", ge=0)
 
 
 def load_splits(data_dir: Path) -> dict[str, list[Entry]]:
@@ -122,7 +124,7 @@ def plot_frequent_reports(ax, table, top: int) -> None:
 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    (config,) = HfArgumentParser(PlotConfig).parse_args_into_dataclasses(args=argv)
+    config = parse_flags(PlotConfig, argv, description=__doc__)
     data_dir = Path(config.data_dir)
     splits = load_splits(data_dir)
     table = read_csv_checked(data_dir / "reports.csv", ("uid", "findings", "impression"))

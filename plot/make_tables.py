@@ -13,8 +13,11 @@ metric code (findings section), the only like-for-like comparison with the refer
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +25,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
-from transformers import HfArgumentParser
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.clinical import CLINICAL_NAMES, LABELER_NAMES
 from rrg.io import InputError, atomic_write_text
 from rrg.results import (
@@ -89,22 +91,17 @@ NOTE = (
 
 @dataclass
 class TableConfig:
-    runs: list[str] = field(
-        metadata={
-            "help": "PATH[:NAME[:SPLIT]] per run: a scores.json, its display name, and optionally the split "
-            "label (default: derived from the card's settings / results path)."
-        }
+    runs: list[str] = flag(
+        help="PATH[:NAME[:SPLIT]] per run: a scores.json, its display name, and optionally the split label "
+        "(default: derived from the card's settings / results path).",
     )
-    out: str = field(metadata={"help": "Output folder for table.md and table.png."})
-    literature: str = field(default=str(DEFAULT_LITERATURE), metadata={"help": "Literature rows (JSON)."})
-    section: str = field(default="report", metadata={"help": "Card section for our standard rows."})
-    legacy_section: str = field(default="findings", metadata={"help": "Card legacy section for legacy rows."})
-    with_ci: bool = field(default=True, metadata={"help": "Show [lo, hi] bootstrap intervals when present."})
-    rexrank_csv: str | None = field(
-        default=None,
-        metadata={
-            "help": "A ReXrank leaderboard CSV (e.g. findings_result_iu_xray.csv): its rows join the table"
-        },
+    out: str = flag(help="Output folder for table.md and table.png.", nonempty=True)
+    literature: str = flag(str(DEFAULT_LITERATURE), "Literature rows (JSON).")
+    section: str = flag("report", "Card section for our standard rows.")
+    legacy_section: str = flag("findings", "Card legacy section for legacy rows.")
+    with_ci: bool = flag(True, "Show [lo, hi] bootstrap intervals when present.")
+    rexrank_csv: str | None = flag(
+        None, "A ReXrank leaderboard CSV (e.g. findings_result_iu_xray.csv): its rows join the table."
     )
 
 
@@ -340,7 +337,7 @@ def write_outputs(table: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
-    (config,) = HfArgumentParser(TableConfig).parse_args_into_dataclasses(args=argv)
+    config = parse_flags(TableConfig, argv, description=__doc__)
     table = build_table([parse_run_spec(s) for s in config.runs], config)
     md_path, png_path = write_outputs(table, Path(config.out))
     print(f"wrote {md_path} and {png_path} ({len(table)} rows)")

@@ -16,7 +16,9 @@ micro/macro F1 over 14 and 5 observations, and the image-control difference of t
 
 from __future__ import annotations
 
-import argparse
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from rrg.chexpert import OBSERVATIONS
-from rrg.cli import exits_on_input_error
+from rrg.cli import RUNS_DIR, build_parser, exits_on_input_error, flag
 from rrg.clinical import F1_KEYS, LABELER_NAMES
 from rrg.io import InputError
 from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, clinical_value, load_scores, save_figure
@@ -35,30 +37,20 @@ from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, clinical_value, l
 
 @dataclass
 class MetricsPlotConfig:
-    scores: list[str]
-    out: str = "metrics.png"
-    labels: list[str] | None = None
-    sections: list[str] | None = None
-    clinical_out: str | None = None
+    scores: list[str] = flag(help="scores.json files written by the evaluation.", positional=True)
+    out: str = flag(f"{RUNS_DIR}/figures/metrics.png", "Output PNG.", nonempty=True)
+    labels: list[str] | None = flag(None, "Legend names, one per card (default: results/<name>).", nargs="+")
+    sections: list[str] | None = flag(None, f"Sections to show (default: those present of {SECTIONS}).", nargs="+")
+    clinical_out: str | None = flag(
+        None,
+        "Output PNG of the clinical F1 figure (default: <out>_clinical.png; written when a card has a "
+        "clinical block).",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> MetricsPlotConfig:
-    # argparse rather than HfArgumentParser: the score cards are positional arguments.
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("scores", nargs="+", help="scores.json files written by the evaluation.")
-    parser.add_argument("--out", default=MetricsPlotConfig.out, help="Output PNG.")
-    parser.add_argument("--labels", nargs="+", help="Legend names, one per card (default: results/<name>).")
-    parser.add_argument(
-        "--sections", nargs="+", help=f"Sections to show (default: those present of {SECTIONS})."
-    )
-    parser.add_argument(
-        "--clinical_out",
-        help="Output PNG of the clinical F1 figure (default: <out>_clinical.png; written when a card has "
-        "a clinical block).",
-    )
-    config = MetricsPlotConfig(**vars(parser.parse_args(argv)))
+    parser = build_parser(MetricsPlotConfig, description=__doc__)
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
     if config.labels and len(config.labels) != len(config.scores):
         parser.error(f"--labels has {len(config.labels)} names for {len(config.scores)} cards")
     return config

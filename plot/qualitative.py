@@ -12,6 +12,9 @@ subsequence of words (rrg.cases.overlap, what ROUGE-L counts), the same words th
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import sys
 from dataclasses import dataclass

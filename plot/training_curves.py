@@ -8,7 +8,9 @@ configurations can be compared at a glance.
 
 from __future__ import annotations
 
-import argparse
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,35 +19,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import build_parser, check_ranges, exits_on_input_error, flag
+from rrg.io import InputError
 from rrg.results import TrainLog, load_train_log, save_figure
 
 
 @dataclass
 class CurvesConfig:
-    run_dirs: list[str]
-    out: str = "training_curves.png"
-    labels: list[str] | None = None
-    smooth: int = 1
+    run_dirs: list[str] = flag(help="Run folders (each with train_log.jsonl) or log files.", positional=True)
+    out: str = flag("runs/figures/training_curves.png", "Output PNG.", nonempty=True)
+    labels: list[str] | None = flag(None, "Legend names, one per run (default: folder names).", nargs="+")
+    smooth: int = flag(1, "Rolling-mean window (logged steps) for the training loss; 1 = raw.", ge=1)
 
 
 def parse_args(argv: list[str] | None = None) -> CurvesConfig:
-    # argparse rather than HfArgumentParser: the run folders are positional arguments.
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", help="Run folders (each with train_log.jsonl) or log files.")
-    parser.add_argument("--out", default=CurvesConfig.out, help="Output PNG.")
-    parser.add_argument("--labels", nargs="+", help="Legend names, one per run (default: folder names).")
-    parser.add_argument(
-        "--smooth",
-        type=int,
-        default=1,
-        help="Rolling-mean window (logged steps) for the training loss; 1 = raw.",
-    )
-    config = CurvesConfig(**vars(parser.parse_args(argv)))
+    parser = build_parser(CurvesConfig, description=__doc__)
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        check_ranges(config)
+    except InputError as e:
+        parser.exit(2, f"error: {e}\n")
     if config.labels and len(config.labels) != len(config.run_dirs):
         parser.error(f"--labels has {len(config.labels)} names for {len(config.run_dirs)} runs")
-    if config.smooth < 1:
-        parser.error("--smooth must be >= 1")
     return config
 
 

@@ -528,11 +528,16 @@ def build_split(
 
 def split_counts(entries: list[Entry]) -> dict:
     views = Counter(v for e in entries for v in e.views)
+    study_views: dict[str, set[str]] = {}
+    for e in entries:
+        study_views.setdefault(e.study_id, set()).update(e.views)
     return {
         "studies": len({e.study_id for e in entries}),
         "entries": len(entries),
         "images": len({image for e in entries for image in e.images}),
         "views": dict(sorted(views.items())),
+        # Studies with no frontal image get another view (pick_images): said, never silent.
+        "studies_without_frontal": sum(1 for v in study_views.values() if v and "Frontal" not in v),
     }
 
 
@@ -626,6 +631,11 @@ def format_audit(audit: dict) -> str:
             f"{name:>5}: {counts['studies']} studies, {counts['entries']} entries, {counts['images']} images, "
             f"views {counts['views']}; prompts holding Problems {leaks['Problems_in_prompt']}, MeSH {leaks['MeSH_in_prompt']}"
         )
+        if counts.get("studies_without_frontal"):
+            lines.append(
+                f"       {counts['studies_without_frontal']} {name} studies have no frontal image: "
+                "they use a lateral (or unlabelled) view instead"
+            )
     lines.append(f"studies in several splits: {audit['studies_in_several_splits']['count']}")
     shared = audit["train_test_shared_text"]
     lines.append(

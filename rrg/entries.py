@@ -30,8 +30,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .io import InputError, read_json_records
 
-# Where data/download.py puts the Kaggle images: the default --image_dir of eval and the plots.
-DEFAULT_IMAGE_DIR = "data/iu_xray/images/images_normalized"
+# The default --image_dir of training, eval and the plots: data/download.py links it to its images
+# folder (the reference paper's name; resolve_image also looks in its images_normalized/).
+DEFAULT_IMAGE_DIR = "data/images"
 
 
 @dataclass

@@ -16,20 +16,24 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from transformers.generation.configuration_utils import ALL_CACHE_IMPLEMENTATIONS
 
+from .cli import RUNS_DIR, flag
 from .entries import DEFAULT_IMAGE_DIR, Entry, ImageNotFound, load_entries, resolve_image, verify_image
 from .fused import liger_problem
 from .generate import ADDED_LATER, GenerationSettings, generate_predictions
 from .inputs import RunInputs
-from .io import InputError, atomic_write_json, iter_jsonl
+from .io import InputError, atomic_write_json, disk_full_is_one_line, iter_jsonl
 from .lock import output_lock
 from .prompts import REFERENCE_EVAL_INSTRUCTION
+from .ranks import main_process_decides
 from .shards import control_path, merge_parts, output_of, part_paths, remove_merge_leftovers, scores_path
 from .split_record import split_record
 
@@ -80,75 +84,60 @@ def shuffled_images(entries: Sequence[Entry], seed: int = 0) -> dict[str, list[s
 class EvalConfig:
     """Flags of eval/llava.py and eval/llava_lora.py."""
 
-    json_file: str = field(metadata={"help": "split file (JSON array or JSONL), e.g. data/test_report.json"})
-    model_path: str = field(default=DEFAULT_MODEL, metadata={"help": "base model: Hub id or folder"})
-    lora_path: str | None = field(
-        default=None, metadata={"help": "LoRA adapter folder (ours or the paper's)"}
-    )
-    image_dir: str = field(default=DEFAULT_IMAGE_DIR, metadata={"help": "folder holding the images"})
+    json_file: str = flag(help="Split file (JSON array or JSONL), e.g. data/test_report.json.", nonempty=True)
+    model_path: str = flag(DEFAULT_MODEL, "Base model: Hub id or folder.", nonempty=True)
+    lora_path: str | None = flag(None, "LoRA adapter folder (ours or the paper's).")
+    image_dir: str = flag(DEFAULT_IMAGE_DIR, "Folder holding the images.", nonempty=True)
     # On an H100: 31.1 reports/s at 55.5 GiB (results/benchmark-h100.json). On a smaller GPU the
     # batch is made smaller by itself when it runs out of memory (generate_predictions).
-    batch_size: int = 256
-    max_new_tokens: int = 256
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (with --do_sample)"})
-    seed: int = 0
-    out: str | None = field(
-        default=None, metadata={"help": "predictions JSONL (default results/<zero_shot|lora>-<json stem>/)"}
+    batch_size: int = flag(256, "Reports generated together (made smaller by itself on out-of-memory).", ge=1)
+    max_new_tokens: int = flag(256, "Most tokens generated per report.", ge=1)
+    num_beams: int = flag(1, "Beam search width (1: greedy or sampling).", ge=1)
+    do_sample: bool = flag(False, "Sample instead of greedy / beam decoding.")
+    temperature: float = flag(1.0, "Sampling temperature (with --do_sample).", gt=0)
+    seed: int = flag(0, "Seed of sampling and of the shuffled-image control.", ge=0)
+    out: str | None = flag(None, "Predictions JSONL (default runs/<zero_shot|lora>-<json stem>/).")
+    resume: bool = flag(False, "Skip ids already in the predictions file.")
+    limit: int | None = flag(None, "First N entries only (quick checks).", ge=1)
+    load_in_4bit: bool = flag(False, "QLoRA-style nf4 base weights (CUDA only; the adapter stays unmerged).")
+    image_control: Literal["none", "blank", "shuffle"] = flag(
+        "none", "Also generate with a blank image or another study's image and report the difference."
     )
-    resume: bool = field(default=False, metadata={"help": "skip ids already in the predictions file"})
-    limit: int | None = field(default=None, metadata={"help": "first N entries only (quick checks)"})
-    load_in_4bit: bool = False
-    image_control: Literal["none", "blank", "shuffle"] = field(
-        default="none",
-        metadata={
-            "help": "also generate with a blank image or another study's image and report the difference"
-        },
+    bootstrap: int = flag(0, "Bootstrap resamples for 95%% intervals (e.g. 1000; 0: none).", ge=0)
+    legacy: bool = flag(False, "Also score with the reference paper's metric code.")
+    labeler: Literal["offline", "chexbert", "none"] = flag(
+        "offline", "CheXpert-14 labeler of the clinical scores: offline (no download), chexbert, none."
     )
-    bootstrap: int = field(default=0, metadata={"help": "bootstrap resamples for 95%% intervals (e.g. 1000)"})
-    legacy: bool = field(
-        default=False, metadata={"help": "also score with the reference paper's metric code"}
+    uncertain: Literal["positive", "negative"] = flag(
+        "positive", "An uncertain label counts as positive (default) or negative."
     )
-    labeler: Literal["offline", "chexbert", "none"] = field(
-        default="offline",
-        metadata={
-            "help": "CheXpert-14 labeler of the clinical scores: offline (no download), chexbert, none"
-        },
+    radgraph: bool = flag(False, "Also RadGraph-F1 (downloads its model).")
+    num_workers: int = flag(4, "Image-loading workers (0: in the main process).", ge=0)
+    score: bool = flag(
+        True,
+        "Score the predictions when generated (--no_score: generate only, e.g. on a GPU machine without "
+        "Java; score later with eval/score.py).",
     )
-    uncertain: Literal["positive", "negative"] = field(
-        default="positive", metadata={"help": "an uncertain label counts as positive (default) or negative"}
-    )
-    radgraph: bool = field(default=False, metadata={"help": "also RadGraph-F1 (downloads its model)"})
-    num_workers: int = field(default=4, metadata={"help": "image-loading workers (0: in the main process)"})
-    score: bool = field(
-        default=True,
-        metadata={
-            "help": "score the predictions when generated (--no_score: generate only, e.g. on a GPU machine "
-            "without Java; score later with eval/score.py)"
-        },
-    )
-    cache_implementation: str | None = field(
-        default=None,
-        metadata={"help": "KV cache: dynamic (default; rrg.kv_cache) or 'static' (compiled decode steps)"},
+    cache_implementation: str | None = flag(
+        None,
+        "KV cache: unset = rrg.kv_cache's dynamic cache; static (compiled decode steps) or another of "
+        "transformers' cache implementations.",
+        choices=ALL_CACHE_IMPLEMENTATIONS,
     )
     # H100, batch 256 (results/benchmark-h100.json, runs 17-18): the prompt pass 4.9 -> 4.3 s a batch; the
     # whole run's rate moved less than decoding's run-to-run spread, so it is opt-in.
-    liger: bool = field(
-        default=False,
-        metadata={
-            "help": "Liger's Triton kernels for the prompt pass's RMSNorms and MLPs (CUDA; pip install -r "
-            "requirements-liger.txt): a faster prompt pass, other rounding, so greedy texts can differ"
-        },
+    liger: bool = flag(
+        False,
+        "Liger's Triton kernels for the prompt pass's RMSNorms and MLPs (CUDA; pip install -r "
+        "requirements-liger.txt): a faster prompt pass, other rounding, so greedy texts can differ.",
     )
 
-    decoder: str | None = field(
-        default=None,
-        metadata={
-            "help": "graphs: greedy decoding with its steps replayed as CUDA graphs (rrg.graph_decode; "
-            "default for greedy decoding); generate: transformers' generate (default with beams, sampling "
-            "or the static cache)"
-        },
+    decoder: str | None = flag(
+        None,
+        "graphs: greedy decoding with its steps replayed as CUDA graphs (rrg.graph_decode; the default for "
+        "greedy decoding); generate: transformers' generate (the default with beams, sampling or the static "
+        "cache).",
+        choices=["graphs", "generate"],
     )
 
     def settings(self) -> GenerationSettings:
@@ -168,7 +157,7 @@ class EvalConfig:
         if self.out:
             return Path(self.out)
         kind = "lora" if self.lora_path else "zero_shot"
-        return Path("results") / f"{kind}-{Path(self.json_file).stem}" / "predictions.jsonl"
+        return Path(RUNS_DIR) / f"{kind}-{Path(self.json_file).stem}" / "predictions.jsonl"
 
 
 def resolve_all_images(entries: Sequence[Entry], image_dir: str | os.PathLike) -> dict[str, Path]:
@@ -410,17 +399,21 @@ def evaluate(config: EvalConfig) -> dict:
     conditions = ["none"] if config.image_control == "none" else ["none", config.image_control]
     outputs = {c: control_path(predictions, c) for c in conditions}
     is_main = state.is_main_process
-    with output_lock(predictions.parent, "eval") if is_main else contextlib.nullcontext():
-        if is_main:
+    with contextlib.ExitStack() as stack:
+
+        def take_folder() -> None:  # the main process; a refusal stops every rank (rrg.ranks)
+            stack.enter_context(output_lock(predictions.parent, "eval"))
             for condition, path in outputs.items():
                 gather_earlier_lines(path, entries, _run_identity(config, condition), config.resume, inputs)
-        state.wait_for_everyone()  # the others read the merged files only
-        generate_share(config, state, entries, paths, outputs, inputs)
-        state.wait_for_everyone()  # every part complete
-        if not is_main:
-            return {}
-        for path in outputs.values():
-            merge_parts(path, [e.id for e in entries])
+
+        main_process_decides(state, take_folder)  # the others read the merged files only
+        with disk_full_is_one_line(predictions.parent):  # prediction lines, part files, their merge
+            generate_share(config, state, entries, paths, outputs, inputs)
+            state.wait_for_everyone()  # every part complete
+            if not is_main:
+                return {}
+            for path in outputs.values():
+                merge_parts(path, [e.id for e in entries])
         if not score:
             why = "--no_score" if not config.score else "the entries have no reference reports"
             print("predictions: " + ", ".join(map(str, outputs.values())) + f" (not scored: {why})")
@@ -520,12 +513,10 @@ def score_run(config: EvalConfig, entries: Sequence[Entry], outputs: dict[str, P
 
 def main(argv: Sequence[str] | None = None, *, require_adapter: bool = False) -> dict:
     """The command line of eval/llava.py (require_adapter=False) and eval/llava_lora.py (True)."""
-    from transformers import HfArgumentParser
+    from .cli import exits_on_input_error, parse_flags
 
-    from .cli import exits_on_input_error
-
-    parser = HfArgumentParser(EvalConfig)
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    config = parse_flags(EvalConfig, argv)
     if require_adapter and not config.lora_path:
-        parser.error("--lora_path is required (the adapter folder, e.g. LoRA_Weight)")
+        print("error: --lora_path is required (the adapter folder, e.g. LoRA_Weight)", file=sys.stderr)
+        sys.exit(2)
     return exits_on_input_error(evaluate)(config)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 from transformers import BatchFeature, LogitsProcessorList
+from transformers.generation import utils as _generation_utils
 
 from .entries import Entry
 from .fused import liger_kernels
@@ -29,6 +30,10 @@ from .io import InputError, append_jsonl
 from .kv_cache import PreallocatedCache
 from .processor import check_image_tokens, image_token_id, tokens_per_image
 from .prompts import IMAGE_TOKEN, render_prompt
+
+# The generate() keyword that takes a cache: `cache` since transformers renamed it (the old
+# `past_key_values` still works there, with a deprecation warning each run), `past_key_values` before.
+CACHE_KWARG = "cache" if "cache" in getattr(_generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 ImageInput = Image.Image | str | os.PathLike
 
@@ -218,7 +223,7 @@ def generate_from_inputs(
         output = model.generate(
             **inputs,
             **settings.generate_kwargs(),
-            past_key_values=cache,
+            **{CACHE_KWARG: cache},
             pad_token_id=processor.tokenizer.pad_token_id,
             logits_processor=LogitsProcessorList([nan_scores]),
         )

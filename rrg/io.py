@@ -7,6 +7,8 @@ and logs/predictions are appended one flushed line at a time.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -114,6 +116,35 @@ def read_json_object(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an error (or one it came from) is a write that failed for want of space."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        # torch.save's C++ writer reports it as a RuntimeError from inline_container.cc, without errno.
+        if isinstance(error, RuntimeError) and any(
+            words in str(error) for words in ("No space left", "PytorchStreamWriter failed", "file write failed")
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(folder: str | os.PathLike) -> Iterator[None]:
+    """Turn a write that ran out of space inside the block into one InputError line naming the folder.
+
+    Nothing written before is lost (checkpoints and whole files are atomic, logs and predictions
+    append-only), so the run continues where it stopped once there is space.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if not is_disk_full(e):
+            raise
+        raise InputError(f"{folder}: no space left on the device; free space, then --resume") from None
 
 
 def append_jsonl(path: str | os.PathLike, *records: dict) -> None:

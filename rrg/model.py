@@ -121,7 +121,7 @@ def load_base_model(
     kwargs = {}
     if load_in_4bit:
         if not torch.cuda.is_available():
-            raise RuntimeError("--load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit layers run on CUDA only)")
+            raise InputError("--load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit layers run on CUDA only)")
         kwargs["quantization_config"] = quantization_config()
         dtype = dtype or torch.bfloat16
         if device_map is None:

@@ -8,11 +8,16 @@
 #   <method>.baseline.json              what the method chose (ties, missing indications, fallbacks counted)
 #   table/table.md, table/table.png     plot/make_tables.py
 # and results/baselines/{summary.md, baselines.png} (plot/baselines.py).
-# Usage: bash scripts/baselines.sh    Settings (environment): DATA (a Kaggle-format folder; only its two CSVs
-# are read), ANNOTATION (R2Gen's annotation.json), WORK (splits and predictions, not committed), OUT,
+# Usage: bash scripts/baselines.sh    Needs: the two Kaggle CSVs (python data/download.py), java, nltk's WordNet
+# (python scripts/install_wordnet.py) and, for the r2gen protocol only, R2Gen's annotation.json, which a Kaggle
+# download does not have (without it r2gen is skipped, and said so). Settings (environment): DATA (a
+# Kaggle-format folder; only its two CSVs are read), ANNOTATION (R2Gen's annotation.json), WORK (splits and
+# predictions, not committed; emptied only if this script made it), OUT (files replaced in place, never deleted),
 # BOOTSTRAP (resamples), SCORE_FLAGS (extra eval/score.py flags for every card).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_checks.sh
+usage_if_asked "${1:-}"
 DATA=${DATA:-data/iu_xray}
 ANNOTATION=${ANNOTATION:-$DATA/r2gen_annotation.json}
 WORK=${WORK:-runs/baselines}
@@ -28,7 +33,11 @@ step() { printf '\n== %s (%d s)\n' "$*" $((SECONDS - START)); }
 for f in "$DATA/indiana_reports.csv" "$DATA/indiana_projections.csv"; do
   [ -f "$f" ] || { echo "error: $f is missing: run python data/download.py --out $DATA (or set DATA=...)" >&2; exit 1; }
 done
-[ -f "$ANNOTATION" ] || { echo "error: R2Gen's annotation.json not found at $ANNOTATION (set ANNOTATION=...)" >&2; exit 1; }
+if [ ! -f "$ANNOTATION" ]; then  # a Kaggle download does not have it: run the two protocols that need none
+  PROTOCOLS=(clean reference)
+  echo "note: R2Gen's annotation.json not found at $ANNOTATION (a Kaggle download does not have it; set" \
+    "ANNOTATION=...): the r2gen protocol is skipped, $OUT/r2gen is left as it was" >&2
+fi
 command -v java >/dev/null || { echo "error: java not found (METEOR runs meteor-1.5.jar): install a JRE" >&2; exit 1; }
 python -c "from rrg.legacy_metrics import require_wordnet; require_wordnet()" 2>/dev/null || {
   echo "error: nltk's WordNet is missing (the reference protocol's --legacy scoring needs it):" \
@@ -36,8 +45,8 @@ python -c "from rrg.legacy_metrics import require_wordnet; require_wordnet()" 2>
   exit 1
 }
 
-rm -rf "$WORK" "$OUT"  # nothing of an earlier run may mix with this one
-mkdir -p "$WORK" "$OUT"
+fresh_dir "$WORK"  # nothing of an earlier run may mix with this one (emptied only if this script made it)
+mkdir -p "$OUT"  # committed results: never deleted; each file is replaced (score cards with --overwrite)
 for protocol in "${PROTOCOLS[@]}"; do
   step "$protocol: splits from the CSVs (data/report2json.py --images_from_csv)"
   SPLITS="$WORK/$protocol/data"
@@ -56,17 +65,17 @@ for protocol in "${PROTOCOLS[@]}"; do
     mkdir -p "$OUT/$protocol"
     cp "$PRED/baseline.json" "$OUT/$protocol/$method.baseline.json"
     CARD="$OUT/$protocol/$method.scores.json"
-    python eval/score.py "$PRED/predictions.jsonl" --out "$CARD" --bootstrap "$BOOTSTRAP" "${EXTRA[@]}" | tail -n 7
+    python eval/score.py "$PRED/predictions.jsonl" --out "$CARD" --overwrite --bootstrap "$BOOTSTRAP" "${EXTRA[@]}" | tail -n 7
     case $protocol in
       clean) RUNS+=("$CARD:$method:clean 70/10/20 (test)") ;;
       r2gen)
         COMPAT="$OUT/$protocol/$method.r2gen_compat.scores.json"
-        python eval/score.py "$PRED/predictions.jsonl" --out "$COMPAT" --bootstrap "$BOOTSTRAP" \
+        python eval/score.py "$PRED/predictions.jsonl" --out "$COMPAT" --overwrite --bootstrap "$BOOTSTRAP" \
           --r2gen_compat --train_json "$SPLITS/train_report.json" "${EXTRA[@]}" | tail -n 7
         RUNS+=("$CARD:$method" "$COMPAT:$method (R2Gen-compatible)") ;;
       reference)
         LEGACY="$OUT/$protocol/$method.legacy.scores.json"
-        python eval/score.py "$PRED/predictions.jsonl" --out "$LEGACY" --legacy --per_image "${EXTRA[@]}" | tail -n 4
+        python eval/score.py "$PRED/predictions.jsonl" --out "$LEGACY" --overwrite --legacy --per_image "${EXTRA[@]}" | tail -n 4
         RUNS+=("$CARD:$method" "$LEGACY:$method (per image)") ;;
     esac
   done

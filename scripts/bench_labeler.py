@@ -8,34 +8,31 @@ report's whole text and both sections (what a case browser shows). One process, 
 
 from __future__ import annotations
 
-import argparse
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from rrg.chexpert import build_pipeline, label_report_sections, label_reports
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.io import InputError
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data_dir",
-        type=Path,
-        default=Path("data/iu_xray"),
-        help="folder of indiana_reports.csv (default: data/iu_xray)",
-    )
-    parser.add_argument("--reports", type=int, default=1251, help="reports to label (default: 1251)")
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="timed runs; the best is reported (default: 3)"
-    )
-    return parser.parse_args(argv)
+@dataclass
+class BenchLabelerArgs:
+    data_dir: Path = flag(Path("data/iu_xray"), "Folder of indiana_reports.csv.")
+    reports: int = flag(1251, "Reports to label.", ge=1)
+    repeats: int = flag(3, "Timed runs; the best is reported.", ge=1)
+
+
+def parse_args(argv: list[str] | None = None) -> BenchLabelerArgs:
+    return parse_flags(BenchLabelerArgs, argv, description=__doc__)
 
 
 def load_texts(data_dir: Path, n: int) -> list[str]:

@@ -47,6 +47,9 @@ Needs the shared data (tokenizer.model and indiana_reports.csv): $RRG_SHARED_DAT
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import os
 
 # The same allocator setting as train_lora.py (see there), before torch initialises CUDA.
@@ -62,7 +65,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +73,7 @@ import pandas as pd
 import torch
 from accelerate.utils import set_seed
 from PIL import Image
-from transformers import CompileConfig, DynamicCache, HfArgumentParser, LlavaForConditionalGeneration
+from transformers import CompileConfig, DynamicCache, LlavaForConditionalGeneration
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # train_lora.py (the recipe) lives at the top level, not in rrg/
@@ -79,6 +82,7 @@ import rrg.generate  # noqa: E402
 import train_lora  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.attention import ATTENTION  # noqa: E402
+from rrg.cli import flag, parse_flags, shared_data_dir  # noqa: E402
 from rrg.collate import Collator, ReportDataset, encode_dataset, length_grouped_batches  # noqa: E402
 from rrg.curves import relative_differences  # noqa: E402
 from rrg.entries import Entry, resolve_image  # noqa: E402
@@ -101,41 +105,45 @@ REFERENCE_NAMES = list(DECODER_PROJECTIONS)  # the reference matched these names
 
 @dataclass
 class BenchConfig:
-    out: str = ""  # default: results/benchmark-<gpu>.json
-    quick: bool = False  # fewer samples and configurations: a smoke check, not figures to report
-    shared_data: str = os.environ.get("RRG_SHARED_DATA", str(REPO.parent / "shared" / "data"))
-    workdir: str = ""  # where the random checkpoint is written (default: a temporary folder)
-    # Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient
-    # checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X),
-    # log=N (--logging_steps N), plain (torch's AdamW on the bf16 LoRA weights, no fp32 master: the
-    # optimizer before rrg.optim, for comparison), fp8 (--fp8: FP8 frozen base matmuls; needs compile),
-    # lora=q_proj/v_proj (LoRA on these decoder projections only: what the seven adapters cost).
-    train_configs: str = "8+compile+budget=0.7,8+compile+budget=0.7+plain"
-    qlora_configs: str = "16+ckpt+compile"
-    train_samples: int = 256  # timed samples per configuration (after warm-up)
-    grad_accum: int = 4  # micro-batches per optimizer step in the timed loop
-    curve_steps: int = field(
-        default=50,
-        metadata={
-            "help": "Optimizer steps (the 2 warm-up steps first) of each loss curve compared with the first's."
-        },
+    out: str = flag("", "Results JSON ('': results/benchmark-<gpu>.json).")
+    quick: bool = flag(False, "Fewer samples and configurations: a smoke check, not figures to report.")
+    shared_data: str = flag(str(shared_data_dir()), "Shared data folder ($RRG_SHARED_DATA or ../shared/data).")
+    workdir: str = flag("", "Where the random checkpoint is written ('': a temporary folder).")
+    train_configs: str = flag(
+        "8+compile+budget=0.7,8+compile+budget=0.7+plain",
+        "Training configurations, comma-separated: micro-batch, then '+'-joined options: ckpt (gradient "
+        "checkpointing), compile (train_lora.py --compile), budget=X (--activation_memory_budget X), log=N "
+        "(--logging_steps N), plain (torch's AdamW on the bf16 LoRA weights, no fp32 master: the optimizer "
+        "before rrg.optim, for comparison), fp8 (--fp8: FP8 frozen base matmuls; needs compile), "
+        "lora=q_proj/v_proj (LoRA on these decoder projections only).",
     )
-    reference_samples: int = 12  # timed samples of the reference recipe (2.1 samples/s: keep it short)
-    # batch size[:KV cache implementation[@torch.compile backend of its decode step]][+workers=N (loader
-    # workers)][+liger (Liger's RMSNorm and SwiGLU kernels)], e.g. "256,256:static,256:static@cudagraphs,256+liger"
-    gen_configs: str = "256,320"
-    gen_workers: int = EvalConfig.num_workers  # loader workers where gen_configs names none: eval's default
-    loader_workers: str = "4,8"  # worker counts for which the eval loader alone is timed
-    gen_reports: int = 1280  # reports per batch-size setting (a multiple of each batch size)
-    reference_gen_reports: int = 2
-    new_tokens: int = 100  # every report is forced to exactly this length
-    gen_diagnose_batch: int = 128
-    gen_diagnose_variants: str = ""  # comma-separated names (prompts/attention/cache); default: all
-    num_workers: int = 8  # training loader workers
-    train_profile: bool = False  # profile two accumulation groups of each training configuration
-    trace_dir: str = ""  # with --train_profile: write each profile there as a gzipped Chrome trace
-    phases: str = "reference,lora,qlora,generation"  # comma-separated; also: diagnose
-    markdown: str = ""  # print the Markdown table of an existing results JSON (no GPU needed) and exit
+    qlora_configs: str = flag("16+ckpt+compile", "QLoRA training configurations (as --train_configs).")
+    train_samples: int = flag(256, "Timed samples per configuration (after warm-up).", ge=1)
+    grad_accum: int = flag(4, "Micro-batches per optimizer step in the timed loop.", ge=1)
+    curve_steps: int = flag(
+        50, "Optimizer steps (the 2 warm-up steps first) of each loss curve compared with the first's.", ge=0
+    )
+    reference_samples: int = flag(12, "Timed samples of the reference recipe (it is slow: keep it short).", ge=1)
+    gen_configs: str = flag(
+        "256,320",
+        "Generation settings, comma-separated: batch size[:KV cache implementation[@torch.compile backend of "
+        "its decode step]][+workers=N (loader workers)][+liger (Liger's RMSNorm and SwiGLU kernels)], e.g. "
+        "256,256:static,256:static@cudagraphs,256+liger.",
+    )
+    gen_workers: int = flag(
+        EvalConfig.num_workers, "Loader workers where --gen_configs names none (eval's default).", ge=0
+    )
+    loader_workers: str = flag("4,8", "Worker counts for which the eval loader alone is timed.")
+    gen_reports: int = flag(1280, "Reports per batch-size setting (a multiple of each batch size).", ge=1)
+    reference_gen_reports: int = flag(2, "Reports generated with the reference recipe.", ge=1)
+    new_tokens: int = flag(100, "Every report is forced to exactly this length.", ge=1)
+    gen_diagnose_batch: int = flag(128, "Batch size of the generation diagnosis.", ge=1)
+    gen_diagnose_variants: str = flag("", "Comma-separated names (prompts/attention/cache); '': all.")
+    num_workers: int = flag(8, "Training loader workers.", ge=0)
+    train_profile: bool = flag(False, "Profile two accumulation groups of each training configuration.")
+    trace_dir: str = flag("", "With --train_profile: write each profile there as a gzipped Chrome trace.")
+    phases: str = flag("reference,lora,qlora,generation", "Comma-separated phases; also: diagnose.")
+    markdown: str = flag("", "Print the Markdown table of an existing results JSON (no GPU needed) and exit.")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -1478,7 +1486,7 @@ def check_generation_specs(cfg: BenchConfig, phases: set[str]) -> None:
 
 
 def main() -> None:
-    (cfg,) = HfArgumentParser(BenchConfig).parse_args_into_dataclasses()
+    cfg = parse_flags(BenchConfig, description=__doc__)
     if cfg.markdown:
         print(markdown_table(json.loads(Path(cfg.markdown).read_text())))
         return

@@ -32,9 +32,11 @@ DeepSpeed is optional (requirements-multigpu.txt); an engine whose package is mi
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -42,12 +44,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rrg.cli import flag, parse_flags, shared_data_dir  # noqa: E402
 from rrg.io import atomic_write_json  # noqa: E402
 
 ENGINES = ("ddp", "fsdp", "zero2")
@@ -58,29 +61,25 @@ CONFIG_FILES = {
 }
 
 
-def flag(default, help: str):
-    return field(default=default, metadata={"help": help})  # HfArgumentParser adds the default
-
-
 @dataclass
 class MultiBenchConfig:
     out: str = flag("", "results JSON; empty: results/benchmark-<gpu>x<count>.json")
     workdir: str = flag("", "random checkpoint, split files, images, runs; empty: a temporary folder")
     shared_data: str = flag(
-        os.environ.get("RRG_SHARED_DATA", str(REPO.parent / "shared" / "data")),
+        str(shared_data_dir()),
         "folder with llava-med-v1.5-mistral-7b/tokenizer.model and iu_xray/indiana_reports.csv",
     )
     phases: str = flag("train,resume,qlora,generation", "comma-separated phases to run")
     gpus: str = flag("1,2,4", "GPU counts for train and generation (more than the machine has: skipped)")
     engines: str = flag("ddp,fsdp,zero2", "engines for several GPUs (one GPU is always the plain script)")
-    micro_batch: int = flag(8, "train_lora.py --batch_size (per GPU)")
-    effective_batch: int = flag(64, "micro-batch x accumulation x GPUs, the same for every configuration")
-    steps: int = flag(10, "optimizer steps per training launch")
-    warmup_steps: int = flag(2, "first steps left out of samples/s (compilation, allocator warm-up)")
-    pool: int = flag(1024, "training samples (more than --steps effective batches: no epoch end inside)")
-    gen_reports_per_gpu: int = flag(768, "reports per GPU for generation (3 batches of 256 on each)")
-    gen_batch: int = flag(256, "eval --batch_size (per GPU)")
-    timeout: int = flag(900, "seconds a launch may take before it is killed")
+    micro_batch: int = flag(8, "train_lora.py --batch_size (per GPU)", ge=1)
+    effective_batch: int = flag(64, "micro-batch x accumulation x GPUs, the same for every configuration", ge=1)
+    steps: int = flag(10, "optimizer steps per training launch", ge=1)
+    warmup_steps: int = flag(2, "first steps left out of samples/s (compilation, allocator warm-up)", ge=0)
+    pool: int = flag(1024, "training samples (more than --steps effective batches: no epoch end inside)", ge=1)
+    gen_reports_per_gpu: int = flag(768, "reports per GPU for generation (3 batches of 256 on each)", ge=1)
+    gen_batch: int = flag(256, "eval --batch_size (per GPU)", ge=1)
+    timeout: int = flag(900, "seconds a launch may take before it is killed", gt=0)
     resume_flags: str = flag(
         "",
         "extra train_lora.py flags for the resume phase's three launches, space-separated, e.g. --no_compile: "
@@ -520,9 +519,7 @@ def markdown_tables(report: dict) -> str:
 
 
 def main() -> None:
-    from transformers import HfArgumentParser
-
-    (cfg,) = HfArgumentParser(MultiBenchConfig).parse_args_into_dataclasses()
+    cfg = parse_flags(MultiBenchConfig, description=__doc__)
     if cfg.markdown:
         print(markdown_tables(json.loads(Path(cfg.markdown).read_text())))
         return

@@ -13,6 +13,9 @@ every study take in the page. Prints a table; --json keeps the numbers.
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import json
 import os
@@ -26,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from rrg.browser import headless_chromium
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, shared_data_dir
 from rrg.io import InputError, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,7 +161,7 @@ def main() -> None:
     parser.add_argument(
         "--shared_data",
         type=Path,
-        default=Path(os.environ.get("RRG_SHARED_DATA", REPO.parent / "shared" / "data")),
+        default=shared_data_dir(),
         help="the shared data folder (default: $RRG_SHARED_DATA or ../shared/data)",
     )
     args = parser.parse_args()

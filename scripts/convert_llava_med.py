@@ -8,19 +8,23 @@ SRC is a Hub id or a local folder in the original (`llava_mistral`) format; DST 
 
 from __future__ import annotations
 
-import argparse
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
 
-from rrg.cli import exits_on_input_error
+# isort: split
+from dataclasses import dataclass
+
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.convert import convert_checkpoint
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("src", help="Hub id or local folder of the original LLaVA-Med checkpoint")
-    parser.add_argument("dst", help="output folder (HF Llava layout); replaced atomically if present")
-    return parser.parse_args(argv)
+@dataclass
+class ConvertArgs:
+    src: str = flag(help="Hub id or local folder of the original LLaVA-Med checkpoint.", positional=True)
+    dst: str = flag(help="Output folder (HF Llava layout); replaced atomically if present.", positional=True)
+
+
+def parse_args(argv: list[str] | None = None) -> ConvertArgs:
+    return parse_flags(ConvertArgs, argv, description=__doc__)
 
 
 @exits_on_input_error

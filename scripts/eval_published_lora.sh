@@ -2,10 +2,12 @@
 # Score the reference paper's published LoRA weights (PEFT 0.4 adapter with original LLaVA module names;
 # remapped automatically) on its own test split, with standard metrics and its own metric code, plus the
 # blank-image control (does the adapter look at the image?), into results/published_lora/.
-#   bash scripts/eval_published_lora.sh PATH/TO/LoRA_Weight
+# Usage: bash scripts/eval_published_lora.sh PATH/TO/LoRA_Weight   (settings: MODEL, DATA, SPLITS, OUT environment
+# variables). Needs a CUDA GPU, the dataset (python data/download.py) and the model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_checks.sh
+usage_if_asked "${1:-}"
 LORA=${1:?usage: bash scripts/eval_published_lora.sh PATH/TO/LoRA_Weight}
 MODEL=${MODEL:-microsoft/llava-med-v1.5-mistral-7b}
 DATA=${DATA:-data/iu_xray}

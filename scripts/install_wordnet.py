@@ -19,6 +19,9 @@ finds but cannot load (missing `lexnames` or `index.sense`: an interrupted earli
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import shutil
 import sys

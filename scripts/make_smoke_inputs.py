@@ -8,11 +8,13 @@ Needs LLaVA-Med's config, weight index and tokenizer.model from the shared data 
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
-import os
 from pathlib import Path
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, shared_data_dir
 from rrg.convert import write_tiny_original_checkpoint
 from rrg.io import InputError
 from rrg.sample import write_sample_dataset
@@ -30,7 +32,7 @@ def main() -> None:
     parser.add_argument(
         "--shared_data",
         type=Path,
-        default=Path(os.environ.get("RRG_SHARED_DATA", REPO.parent / "shared" / "data")),
+        default=shared_data_dir(),
     )
     args = parser.parse_args()
     llava_dir = args.shared_data / "llava-med-v1.5-mistral-7b"

@@ -9,15 +9,17 @@ The result loads with `LlavaForConditionalGeneration.from_pretrained(out)` and n
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.io import replace_dir
 from rrg.model import load_model
 
@@ -26,23 +28,16 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 @dataclass
 class MergeArgs:
-    model_path: str = field(
-        metadata={"help": "base model: HF Llava folder/id or original LLaVA-Med id/folder"}
-    )
-    lora_path: str = field(metadata={"help": "adapter folder (PEFT, or the reference paper's adapter)"})
-    out: str = field(metadata={"help": "output folder; replaced atomically if present"})
-    dtype: str = field(
-        default="auto",
-        metadata={"help": "weights dtype of the merged model", "choices": ["auto", *DTYPES]},
-    )
-    device: str = field(
-        default="cpu", metadata={"help": "where to merge: cpu or cuda (faster, needs ~16 GB)"}
-    )
+    model_path: str = flag(help="Base model: HF Llava folder/id or original LLaVA-Med id/folder.", nonempty=True)
+    lora_path: str = flag(help="Adapter folder (PEFT, or the reference paper's adapter).", nonempty=True)
+    out: str = flag(help="Output folder; replaced atomically if present.", nonempty=True)
+    dtype: str = flag("auto", "Weights dtype of the merged model.", choices=["auto", *DTYPES])
+    device: str = flag("cpu", "Where to merge: cpu or cuda (faster, needs ~16 GB).", nonempty=True)
 
 
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> Path:
-    (args,) = HfArgumentParser(MergeArgs).parse_args_into_dataclasses(args=argv)
+    args = parse_flags(MergeArgs, argv, description=__doc__)
     model, processor = load_model(
         args.model_path,
         args.lora_path,

@@ -11,14 +11,17 @@ number of views counts. No GPU.
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rrg.cli import exits_on_input_error  # noqa: E402
+from rrg.cli import exits_on_input_error, flag, parse_flags  # noqa: E402
 from rrg.collate import encode_prompt, length_grouped_batches, question_of, select_images  # noqa: E402
 from rrg.entries import load_entries  # noqa: E402
 from rrg.io import InputError  # noqa: E402
@@ -29,13 +32,13 @@ PAD_TO_MULTIPLE_OF = 8  # train_lora.py's Collator
 
 @dataclass
 class PaddingConfig:
-    json_file: str = field(metadata={"help": "a split file (data/report2json.py's train_report.json)"})
-    tokenizer_dir: str = field(metadata={"help": "folder with the LLaVA-Med tokenizer (tokenizer.model)"})
-    micro_batches: str = field(default="8,16", metadata={"help": "comma-separated micro-batch sizes"})
-    views: str = field(default="first", metadata={"help": "train_lora.py --views: first or all"})
-    image_tokens: int = field(default=576, metadata={"help": "tokens an image (LLaVA-Med v1.5: 576)"})
-    epochs: int = field(default=3, metadata={"help": "epochs of length-grouped shuffles to average over"})
-    seed: int = field(default=TRAIN_SEED, metadata={"help": "train_lora.py --seed (the sample order)"})
+    json_file: str = flag(help="A split file (data/report2json.py's train_report.json).", nonempty=True)
+    tokenizer_dir: str = flag(help="Folder with the LLaVA-Med tokenizer (tokenizer.model).", nonempty=True)
+    micro_batches: str = flag("8,16", "Comma-separated micro-batch sizes.")
+    views: str = flag("first", "train_lora.py --views: first or all.", choices=["first", "all"])
+    image_tokens: int = flag(576, "Tokens an image (LLaVA-Med v1.5: 576).", ge=1)
+    epochs: int = flag(3, "Epochs of length-grouped shuffles to average over.", ge=1)
+    seed: int = flag(TRAIN_SEED, "train_lora.py --seed (the sample order).", ge=0)
 
 
 def sample_lengths(entries, tokenizer, views: str, per_image: int) -> list[int]:
@@ -70,11 +73,9 @@ def padding_share(
 
 @exits_on_input_error
 def main() -> None:
-    from transformers import HfArgumentParser
-
     from rrg.processor import build_tokenizer
 
-    (cfg,) = HfArgumentParser(PaddingConfig).parse_args_into_dataclasses()
+    cfg = parse_flags(PaddingConfig, description=__doc__)
     try:
         micro_batches = [int(x) for x in cfg.micro_batches.split(",")]
     except ValueError:

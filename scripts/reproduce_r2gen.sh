@@ -2,10 +2,13 @@
 # The same experiment on the standard R2Gen split (train 2,069 / val 296 / test 590 studies), the split of
 # R2Gen, R2GenCMN, R2GenGPT and most IU X-Ray papers, into results/r2gen/: frontal + lateral views, no
 # label-derived text in the prompt, validation loss every 50 steps and the best adapter (best/) evaluated.
-# Needs R2Gen's annotation.json: ANNOTATION=/path/to/annotation.json (from the R2Gen project's IU X-Ray data).
+# Needs R2Gen's annotation.json: ANNOTATION=/path/to/annotation.json (from the R2Gen project's IU X-Ray data;
+# a Kaggle download does not have it), a CUDA GPU, the dataset (python data/download.py) and the model.
+# Usage: bash scripts/reproduce_r2gen.sh   (settings: MODEL, DATA, SPLITS, RUN, OUT, ANNOTATION environment variables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_checks.sh
+usage_if_asked "${1:-}"
 MODEL=${MODEL:-microsoft/llava-med-v1.5-mistral-7b}
 DATA=${DATA:-data/iu_xray}
 SPLITS=${SPLITS:-data/r2gen}

@@ -4,10 +4,12 @@
 #   LoRA r64 / alpha 128, 10 epochs, 64 samples per step, lr 2e-4 (its recipe), the zero-shot baseline,
 #   the fine-tuned model, standard metrics with bootstrap CIs and the paper's own metric code (--legacy),
 #   and the shuffled-image control; then the comparison table and figures.
-# Re-running resumes where a killed run stopped. Settings: MODEL, DATA, RUN, OUT environment variables.
+# Re-running resumes where a killed run stopped. Needs a CUDA GPU, the dataset (python data/download.py), the model.
+# Usage: bash scripts/reproduce_reference.sh   (settings: MODEL, DATA, SPLITS, RUN, OUT environment variables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_checks.sh
+usage_if_asked "${1:-}"
 MODEL=${MODEL:-microsoft/llava-med-v1.5-mistral-7b}
 DATA=${DATA:-data/iu_xray}
 SPLITS=${SPLITS:-data/reference}

@@ -4,12 +4,14 @@
 #   download --from-dir -> report2json -> train_lora (a few steps, resumed once) -> eval with the adapter
 #   (+ blank-image control) -> score (n-gram and clinical) -> labeler validation -> tables and figures
 #   -> case browser and qualitative figure.
-# Usage: bash scripts/smoke.sh [OUT_DIR]   (default smoke_out/; needs the shared data: $RRG_SHARED_DATA)
+# Usage: bash scripts/smoke.sh [OUT_DIR]   (default smoke_out/; needs the shared data: $RRG_SHARED_DATA
+# or ../shared/data). OUT_DIR must be new, empty, or made by an earlier smoke run (which is then emptied).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_checks.sh
+usage_if_asked "${1:-}"
 OUT=${1:-smoke_out}
-rm -rf "$OUT"
-mkdir -p "$OUT"
+fresh_dir "$OUT"  # emptied only if an earlier smoke run made it; any other folder is refused
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false RRG_CACHE="$OUT/cache"
 step() { printf '\n== %s\n' "$*"; }
 START=$SECONDS

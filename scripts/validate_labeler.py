@@ -14,6 +14,9 @@ calls possible or borderline; the JSON also holds the figures with uncertain as 
 
 from __future__ import annotations
 
+import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
+
+# isort: split
 import argparse
 import random
 import sys

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from rrg.cli import shared_data_dir
+
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in the tests may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RRG_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = shared_data_dir()
 
 
 def shared_path(*parts: str) -> Path:

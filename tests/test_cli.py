@@ -48,3 +48,31 @@ def test_help_shows_help_and_default(capsys):
     out = capsys.readouterr().out
     assert "Learning rate. (default: 0.0002)" in out
     assert "--compile | --no_compile" in out
+
+
+@dataclass
+class Dashed:
+    no_count_check: bool = flag(False, "Warn instead of failing.")
+    skip_bad: bool = flag(False, "Skip.")
+
+
+def test_switches_take_dashes_and_a_no_flag_turns_on():
+    assert parse_flags(Dashed, ["--no-count-check", "--skip-bad"]) == Dashed(True, True)
+    assert parse_flags(Dashed, ["--no_count_check", "--skip_bad", "--no-skip-bad"]) == Dashed(True, False)
+    with pytest.raises(SystemExit):
+        parse_flags(Dashed, ["--no_no_count_check"])
+
+
+@dataclass
+class WithPositionals:
+    files: list[str] = flag(help="Files.", positional=True)
+    limit: int = flag(3, "Limit.", ge=1)
+    widths: list[int] = flag(help="Widths.", default_factory=lambda: [1], ge=1, nargs="+")
+
+
+def test_positional_list_and_list_ranges(capsys):
+    s = parse_flags(WithPositionals, ["a", "b", "--widths", "2", "3"])
+    assert (s.files, s.limit, s.widths) == (["a", "b"], 3, [2, 3])
+    with pytest.raises(SystemExit):
+        parse_flags(WithPositionals, ["a", "--widths", "0"])
+    assert capsys.readouterr().err.strip() == "error: --widths must be >= 1 (got 0)"

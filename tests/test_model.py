@@ -8,6 +8,7 @@ from PIL import Image
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from rrg.attention import ATTENTION
+from rrg.io import InputError
 from rrg.model import UNQUANTIZED_MODULES, load_base_model, load_model, quantization_config
 from rrg.processor import ImageTokenError, build_processor, build_tokenizer, check_image_tokens
 from rrg.prompts import render_prompt
@@ -109,7 +110,8 @@ def test_4bit_skip_patterns_keep_vision_projector_and_head_unquantised():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error message")
 def test_4bit_needs_cuda(converted):
-    with pytest.raises(RuntimeError, match="CUDA"):
+    # An InputError, which every entry point prints as one line (a RuntimeError was a traceback).
+    with pytest.raises(InputError, match="CUDA"):
         load_base_model(str(converted), load_in_4bit=True)
 
 
