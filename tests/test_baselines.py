@@ -244,9 +244,9 @@ def test_r2gen_vocabulary_truncation_and_unk(tmp_path):
     assert compat.reference(long_text).split() == ("the heart is normal . " * 13).split()[:59]
     assert compat.prediction(long_text).split() == ("the heart is normal . " * 13).split()[:60]
     assert compat.reference("Impression: Lungs clear.") == f"{UNK} {UNK} ."
-    # a cut text may end in "findings": scored whole, where the section parser would take it for a heading
+    # a cut text may end in "findings": scored whole, and the section parser reads it as text too
     assert whole_text("no acute findings").body == "no acute findings"
-    assert parse_sections("no acute findings").body == "no acute"
+    assert parse_sections("no acute findings").body == "no acute findings"  # a bare closing word is text
 
 
 def test_score_r2gen_compat_by_hand(tmp_path):
