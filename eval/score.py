@@ -19,6 +19,7 @@ from rrg.cli import exits_on_input_error
 from rrg.io import InputError, atomic_write_json
 from rrg.metrics import format_card, read_predictions, score_records
 from rrg.r2gen_compat import R2GenCompat, R2GenVocabulary, annotate_card, whole_text
+from rrg.radeval import RadEvalBackend, add_flags, parse_metrics
 from rrg.sections import parse_sections
 
 
@@ -37,6 +38,9 @@ class ScoreConfig:
     radgraph: bool = False  # also RadGraph-F1 (the radgraph package; downloads its model on first use)
     r2gen_compat: bool = False  # score the texts R2Gen's own evaluation scores (needs train_json)
     train_json: Path | None = None  # train split (or R2Gen's annotation.json): R2Gen's vocabulary
+    radeval: str = ""  # RadEval metrics, comma-separated (rrg.radeval.RadEvalFlags holds the flags' help)
+    radeval_trust_remote_code: bool = False  # allow RadEval's GREEN (loads remote code)
+    radeval_python: str = ""  # RadEval's environment's python
 
 
 def parse_args(argv: list[str] | None = None) -> ScoreConfig:
@@ -79,7 +83,12 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
         type=Path,
         help="train split file (or R2Gen's annotation.json) for --r2gen_compat's vocabulary",
     )
+    add_flags(parser)
     config = ScoreConfig(**vars(parser.parse_args(argv)))
+    try:
+        parse_metrics(config.radeval, config.radeval_trust_remote_code)
+    except InputError as e:
+        parser.error(str(e))
     if config.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")
     if config.r2gen_compat and config.train_json is None:
@@ -99,6 +108,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = config.out or config.predictions.with_suffix(".scores.json")
     if out.exists() and not config.overwrite:  # checked before the slow part
         raise InputError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
+    radeval = None
+    if config.radeval:
+        radeval = RadEvalBackend(
+            parse_metrics(config.radeval, config.radeval_trust_remote_code),
+            python=config.radeval_python or None,
+            trust_remote_code=config.radeval_trust_remote_code,
+        )
+        radeval.check()  # before the slow part
     records = read_predictions(config.predictions)
     compat = None
     if config.r2gen_compat:
@@ -116,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         uncertain=config.uncertain,
         radgraph=config.radgraph,
         parse=whole_text if compat else parse_sections,
+        radeval=radeval,
     )
     if compat:
         annotate_card(card, compat)
