@@ -9,6 +9,7 @@ opt-in test at the end runs RadEval's real code when RRG_RADEVAL_PYTHON points a
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import subprocess
@@ -317,3 +318,68 @@ def test_table_has_a_column_per_radeval_metric_present(tmp_path):
     # BLEU's corpus figure is not the per-study mean: the mean's interval is not set beside it.
     assert "| 0.083 |" in row and "[0.150, 0.250]" not in row
     assert_png(out / "table.png")
+
+
+def _tiny_distilbert_cache(home: Path) -> None:
+    """A Hugging Face cache holding a tiny random DistilBERT under the id RadEval's BERTScore loads."""
+    import torch
+    from transformers import BertTokenizerFast, DistilBertConfig, DistilBertModel
+
+    repo = home / "hub" / "models--distilbert-base-uncased"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    words = sorted(
+        {w.strip(".,").lower() for r in RECORDS for t in (r["prediction"], r["reference"]) for w in t.split()}
+    )
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        ".",
+        ",",
+        "-",
+        *letters,
+        *(f"##{c}" for c in letters),
+        *words,
+    ]
+    (snapshot / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(snapshot / "vocab.txt"), do_lower_case=True, model_max_length=512
+    )
+    tokenizer.save_pretrained(snapshot)
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=6, n_heads=2, hidden_dim=64)
+    DistilBertModel(config).save_pretrained(snapshot)
+
+
+@pytest.mark.skipif(not os.environ.get(backend.PYTHON_ENV), reason=f"{backend.PYTHON_ENV} not set (opt-in)")
+def test_real_radeval_model_metric_on_a_tiny_cached_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    records = [dict(r) for r in RECORDS]
+    missing = score_records(records, labeler="none", radeval=backend.RadEvalBackend(("bertscore",)))[
+        "radeval"
+    ]
+    assert "not found offline (distilbert-base-uncased)" in missing["errors"]["bertscore"]
+    assert missing["scores"] == {}
+
+    _tiny_distilbert_cache(tmp_path / "hf")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    card = score_records(
+        records, labeler="none", bootstrap=50, radeval=backend.RadEvalBackend(("bertscore",))
+    )
+    block = card["radeval"]
+    assert block["errors"] == {}
+    per_study = block["per_study"]["bertscore"]["bertscore"]
+    assert len(per_study) == len(RECORDS) and all(math.isfinite(v) for v in per_study)
+    # RadEval's BERTScore figure is the mean of its per-study F1 (rounded to 4 decimals).
+    assert block["scores"]["bertscore"]["bertscore"] == pytest.approx(np.mean(per_study), abs=5.1e-5)
+    weights = resample_weights(len(RECORDS), 50, 0)
+    assert block["ci95"]["bertscore"]["bertscore"] == pytest.approx(
+        percentile_interval(weights @ np.asarray(per_study) / weights.sum(axis=1))
+    )
