@@ -23,6 +23,8 @@ from rrg.io import InputError, atomic_write_json
 from rrg.lock import output_lock
 from rrg.metrics import format_card, read_predictions, score_records
 from rrg.r2gen_compat import R2GenCompat, R2GenVocabulary, annotate_card, whole_text
+from rrg.radeval import METRICS as RADEVAL_METRICS
+from rrg.radeval import PYTHON_ENV, RadEvalBackend, parse_metrics
 from rrg.region_scores import format_regions_table, score_regions
 from rrg.regions import load_classifier
 from rrg.sections import parse_sections
@@ -61,6 +63,17 @@ class ScoreConfig:
         "free text split by rrg.regions).",
     )
     region_model: Path | None = flag(None, "Region classifier JSON (default: rrg/region_model.json).")
+    radeval: str = flag(
+        "",
+        "Comma-separated RadEval metrics for the card's 'radeval' block: " + ",".join(RADEVAL_METRICS)
+        + " (run in RadEval's own environment: bash scripts/install_radeval.sh).",
+    )
+    radeval_trust_remote_code: bool = flag(
+        False,
+        "Allow RadEval's GREEN, which LOADS AND RUNS REMOTE CODE from its Hugging Face repository "
+        "(trust_remote_code=True); required for --radeval green.",
+    )
+    radeval_python: str = flag("", f"RadEval's Python (default: ${PYTHON_ENV}, else .venv-radeval/bin/python).")
 
 
 def parse_args(argv: list[str] | None = None) -> ScoreConfig:
@@ -68,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> ScoreConfig:
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     try:
         check_ranges(config)
+        parse_metrics(config.radeval, config.radeval_trust_remote_code)
     except InputError as e:
         parser.exit(2, f"error: {e}\n")
     if config.r2gen_compat and config.train_json is None:
@@ -94,6 +108,14 @@ def main(argv: list[str] | None = None) -> dict:
 def _score(config: ScoreConfig, out: Path) -> dict:
     if out.exists() and not config.overwrite:  # checked before the slow part
         raise InputError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
+    radeval = None
+    if config.radeval:
+        radeval = RadEvalBackend(
+            parse_metrics(config.radeval, config.radeval_trust_remote_code),
+            python=config.radeval_python or None,
+            trust_remote_code=config.radeval_trust_remote_code,
+        )
+        radeval.check()  # before the slow part
     records = read_predictions(config.predictions)
     split = split_of_records(records)  # before scoring: lines of two splits are refused at once
     compat = None
@@ -112,6 +134,7 @@ def _score(config: ScoreConfig, out: Path) -> dict:
         uncertain=config.uncertain,
         radgraph=config.radgraph,
         parse=whole_text if compat else parse_sections,
+        radeval=radeval,
     )
     if compat:
         annotate_card(card, compat)

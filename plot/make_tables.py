@@ -29,6 +29,8 @@ import pandas as pd
 from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.clinical import CLINICAL_NAMES, LABELER_NAMES
 from rrg.io import InputError, atomic_write_text
+from rrg.radeval import COLUMNS as RADEVAL_COLUMNS
+from rrg.radeval import headline_cells, read_block
 from rrg.results import (
     DEFAULT_LITERATURE,
     LEGACY_TOOLING,
@@ -159,6 +161,12 @@ def _clinical_cells(card: ScoreCard | None, with_ci: bool = True) -> dict[str, s
     return cells
 
 
+def _radeval_cells(card: ScoreCard, with_ci: bool = True) -> dict[str, str]:
+    """A column per RadEval metric the card's "radeval" block holds (its headline figure)."""
+    cells = headline_cells(read_block(card.path))
+    return {column: _cell(value, bounds, with_ci) for column, (value, bounds) in cells.items()}
+
+
 def rexrank_rows(path: str | Path, split: str) -> list[dict]:
     """ReXrank leaderboard rows (another model family), their BLEU as ReXrank BLEU-2."""
     frame = pd.read_csv(path) if Path(path).is_file() else None
@@ -201,6 +209,7 @@ def rows_for_card(card: ScoreCard, spec: RunSpec, config: TableConfig) -> list[d
             "Section": config.section,
             **_metric_cells(card.metrics[config.section], ci),
             **_clinical_cells(card, config.with_ci),
+            **_radeval_cells(card, config.with_ci),
             "Source": str(card.path),
         }
     ]
@@ -271,7 +280,8 @@ def build_table(specs: list[RunSpec], config: TableConfig) -> pd.DataFrame:
         for c in (RADGRAPH_COLUMN, REXRANK_BLEU_COLUMN, REXRANK_RADGRAPH_COLUMN, *REXRANK_MODEL_BASED)
         if any(row.get(c, "–") != "–" for row in rows)
     ]
-    columns = ["Group", *INFO_COLUMNS, *STANDARD_METRICS, *clinical, *extra, "Source"]
+    radeval = [c for c in RADEVAL_COLUMNS if any(row.get(c, "–") != "–" for row in rows)]
+    columns = ["Group", *INFO_COLUMNS, *STANDARD_METRICS, *clinical, *extra, *radeval, "Source"]
     return pd.DataFrame(rows, columns=columns).fillna("–")
 
 

@@ -629,6 +629,7 @@ def score_records(
     uncertain: str = "positive",
     radgraph: bool = False,
     parse: Callable[..., Sections] = parse_sections,
+    radeval=None,
 ) -> dict:
     """Score generated reports; returns the metric card (see the README for its keys).
 
@@ -639,7 +640,8 @@ def score_records(
     labeler ("offline", "chexbert" or "none"), uncertain and radgraph choose the "clinical" block
     (rrg.clinical): CheXpert-14 label F1 of each study's prediction against its first reference.
     `parse` splits a text into sections (rrg.r2gen_compat passes one that keeps R2Gen's texts whole);
-    it takes keep_spacing like parse_sections.
+    it takes keep_spacing like parse_sections. radeval: an rrg.radeval.RadEvalBackend whose metrics fill
+    the "radeval" block, with intervals on the same study resamples as every other block.
     """
     for i, record in enumerate(records, start=1):
         _check_record(record, record.get("_where", f"record {i}"))
@@ -742,6 +744,10 @@ def score_records(
     card["rexrank_bleu"] = rexrank_bleu(
         [r["prediction"] for r in kept], [_references(r)[0] for r in kept], weights
     )
+    if radeval is not None:
+        card["radeval"] = radeval.block(
+            [r["prediction"] for r in kept], [_references(r)[0] for r in kept], weights
+        )
     card["counts"] = {
         "lines": len(records),
         "studies": len(set(study_ids)),
@@ -813,6 +819,10 @@ def format_card(card: dict) -> str:
         block = card["rexrank_bleu"]
         ci = f" [{block['ci95'][0]:.3f}-{block['ci95'][1]:.3f}]" if "ci95" in block else ""
         lines.append(f"ReXrank BLEU-2 (CXR-Report-Metric's, mean over studies, raw text): {block['bleu2']:.4f}{ci}")
+    if "radeval" in card:
+        from .radeval import format_block
+
+        lines.append(format_block(card["radeval"]))
     if "clinical" in card:
         from .clinical import format_clinical
 
