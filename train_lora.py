@@ -17,6 +17,8 @@ refuses a folder with a previous run in it unless given --resume or --overwrite)
                                 state.json (the run's fingerprint, every file's sha256) for --resume
     best/                       adapter with the lowest validation loss (when --val_json is given)
     final/                      adapter at the end of training
+--stage align trains the projector alone (rrg.align): final/, best/ and the checkpoints then hold
+projector.safetensors + projector.json instead of an adapter; --projector_from FOLDER starts a LoRA run from it.
 A non-finite loss, gradient norm or weight stops training with the step and the last good checkpoint.
 Adapters are PEFT folders: rrg.model.load_adapter(model, "lora_weight/final") or PeftModel.from_pretrained.
 """
