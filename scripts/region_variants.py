@@ -1,6 +1,6 @@
 """Variants of the sentence-to-region classifier, chosen on train, scored on val (prints a table).
 
-    python scripts/region_variants.py    # about 3 minutes on 2 CPU cores
+    python scripts/region_variants.py    # 7 minutes on 2 shared CPU cores
 
 Each variant is a one-vs-rest logistic regression (as rrg.regions.fit) on TF-IDF features: word 1-2-grams
 (the committed model), plus character 2-5-grams, plus the previous sentence's words (prefixed "p"), at
