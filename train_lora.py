@@ -17,6 +17,8 @@ refuses a folder with a previous run in it unless given --resume or --overwrite)
                                 state.json (the run's fingerprint, every file's sha256) for --resume
     best/                       adapter with the lowest validation loss (when --val_json is given)
     final/                      adapter at the end of training
+--stage align trains the projector alone (rrg.align): final/, best/ and the checkpoints then hold
+projector.safetensors + projector.json instead of an adapter; --projector_from FOLDER starts a LoRA run from it.
 A non-finite loss, gradient norm or weight stops training with the step and the last good checkpoint.
 Adapters are PEFT folders: rrg.model.load_adapter(model, "lora_weight/final") or PeftModel.from_pretrained.
 """
@@ -47,6 +49,7 @@ from accelerate.utils import broadcast_object_list, set_seed  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 from transformers import AutoConfig, SchedulerType  # noqa: E402
 
+from rrg import align  # noqa: E402
 from rrg import checkpoints as C  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.cli import build_parser as build_settings_parser  # noqa: E402
@@ -141,6 +144,14 @@ class TrainConfig:
     projector_lr: float = flag(
         0.0, "The projector's own learning rate beside LoRA (with --train_projector); 0: the LoRA --lr.", ge=0
     )
+    stage: Literal["lora", "align"] = flag(
+        "lora",
+        "align: train the projector alone (LLM and vision tower frozen, no LoRA; LLaVA-Rad's stage 1 and its "
+        "defaults for flags not given: lr 1e-3, cosine, warm-up 0.03, 1 epoch, global batch 256; rrg.align).",
+    )
+    projector_from: str = flag(
+        "", "Start from this projector folder (an --stage align run's final/ or best/); the adapter saves it."
+    )
     finding_weight: float = flag(
         1.0,
         "Loss weight of report tokens in sentences the offline labeler marks positive/uncertain (others 1; "
@@ -219,6 +230,7 @@ class TrainConfig:
 # images resolve to in it (images_sha256: each file's place, size and mtime; see rrg.inputs).
 NOT_FINGERPRINTED = (
     "output_dir",
+    "projector_from",  # enters by its projector's sha256
     "json_file",
     "val_json",
     "image_dir",
@@ -241,7 +253,13 @@ NOT_FINGERPRINTED = (
 # Settings that change the result but were added after runs had been started: they enter the fingerprint
 # only when set away from this default, so a run started before they existed (which ran at the default)
 # still resumes, and one started with them set is not resumed without them.
-ADDED_LATER = {"fp8": False, "finding_weight": 1.0, "projector_lr": 0.0}
+ADDED_LATER = {
+    "fp8": False,
+    "finding_weight": 1.0,
+    "projector_lr": 0.0,
+    "stage": "lora",
+    "projector_from_sha256": "",
+}
 
 
 def run_fingerprint(cfg: TrainConfig, accelerator: Accelerator) -> dict:
@@ -249,9 +267,13 @@ def run_fingerprint(cfg: TrainConfig, accelerator: Accelerator) -> dict:
     ADDED_LATER only when not at their default, the split files' sha256, the resolved dtype, the number and
     kind of processes), and their digest."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+    if cfg.projector_from:
+        settings["projector_from_sha256"] = align.read_projector(cfg.projector_from)[1]["projector_sha256"]
+    if cfg.stage == "align":
+        settings = {k: v for k, v in settings.items() if k not in align.LORA_ONLY}
     for name, default in ADDED_LATER.items():
-        if settings[name] == default:
-            del settings[name]
+        if settings.get(name, default) == default:
+            settings.pop(name, None)
     settings["dtype"] = str(model_dtype(cfg.dtype)).removeprefix("torch.")
     for name in ("json_file", "val_json"):
         path = getattr(cfg, name)
@@ -339,6 +361,7 @@ def check_fp8(cfg: TrainConfig, accelerator: Accelerator) -> None:
     also --projector_lr without --train_projector (a rate for nothing trained)."""
     if cfg.projector_lr and not cfg.train_projector:
         raise InputError("--projector_lr sets the projector's rate: it needs --train_projector")
+    align.check_settings(cfg)
     if not cfg.fp8:
         return
     if cfg.load_in_4bit:
@@ -381,6 +404,11 @@ def build_model(cfg: TrainConfig, accelerator: Accelerator, fp8_emulate: bool = 
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (no enable_input_require_grads hack).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.projector_from:  # before LoRA: peft's modules_to_save copy is made from these weights
+        align.load_projector(model, cfg.projector_from)
+    if cfg.stage == "align":
+        model = align.ProjectorStage(model, align.provenance(cfg, model))
+        return finish_model(model, cfg, accelerator, device_map)
     # No prepare_model_for_kbit_training under 4-bit: it upcasts every unquantised weight to fp32,
     # which costs speed and memory; bf16 norms/embeddings train fine with bf16 compute.
     lora_config = LoraConfig(
@@ -388,17 +416,27 @@ def build_model(cfg: TrainConfig, accelerator: Accelerator, fp8_emulate: bool = 
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=target_modules(cfg.target_modules),
-        modules_to_save=["multi_modal_projector"] if cfg.train_projector else None,
+        # A starting projector is saved in the adapter too (trained or not), so every loader gets it.
+        modules_to_save=["multi_modal_projector"] if cfg.train_projector or cfg.projector_from else None,
         bias="none",
         task_type="CAUSAL_LM",
     )
     # autocast_adapter_dtype=False: peft would otherwise keep LoRA weights in fp32 on a bf16 model,
     # forcing a cast on every adapted matmul.
     model = get_peft_model(model, lora_config, autocast_adapter_dtype=False)
+    if cfg.projector_from and not cfg.train_projector:  # saved with the adapter, kept frozen
+        for name, p in model.named_parameters():
+            if T.PROJECTOR in name:
+                p.requires_grad_(False)
     if cfg.fp8:  # peft's base_layer modules exist now; compiling comes after, so it traces the FP8 linears
         converted = convert_frozen_base_linears(model, emulate=fp8_emulate)
         if accelerator.is_main_process:
             print(f"--fp8: {converted} frozen base linears compute in FP8 (torchao, rowwise scales)")
+    return finish_model(model, cfg, accelerator, device_map)
+
+
+def finish_model(model, cfg: TrainConfig, accelerator: Accelerator, device_map):
+    """Compile (on a GPU), check the vision tower is frozen, train mode."""
     if cfg.compile and device_map is not None:  # a GPU, one process or DDP (not FSDP/DeepSpeed: untested)
         if not cfg.gradient_checkpointing:  # checkpointing already recomputes everything it can
             import torch._functorch.config as functorch_config
@@ -466,6 +504,9 @@ def main(argv: list[str] | None = None) -> None:
     accelerator = Accelerator(
         log_with="tensorboard" if cfg.report_to == "tensorboard" else None, project_dir=cfg.output_dir
     )
+    if cfg.stage == "align":
+        given = align.given_flags(list(sys.argv[1:] if argv is None else argv))
+        cfg = align.stage_defaults(cfg, given, accelerator.num_processes)
     with contextlib.ExitStack() as stack:
         # One run per output folder for the whole run (the main process holds it; see rrg.lock).
         main_process_decides(
@@ -533,6 +574,8 @@ def train(cfg: TrainConfig, accelerator: Accelerator) -> None:
         atomic_write_json(output_dir / "train_config.json", {**resolved, "fingerprint": fingerprint})
 
     model = build_model(cfg, accelerator)
+    if cfg.stage == "align":
+        model.provenance["run_fingerprint"] = fingerprint["digest"]
     optimizer = T.build_optimizer(model, cfg.lr, cfg.weight_decay, accelerator, cfg.projector_lr or None)
     masters = isinstance(optimizer, MasterWeightAdamW)
     low_precision = any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad)

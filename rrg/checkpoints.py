@@ -358,18 +358,31 @@ def save_checkpoint(
     return final
 
 
+def load_peft_weights(model, weights: dict, path: Path) -> None:
+    """Load a checkpoint's adapter weights into the peft model, every LoRA weight or an InputError."""
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, weights)
+    not_loaded = [k for k in result.missing_keys if ".lora_" in k]
+    if result.unexpected_keys or not_loaded:
+        raise InputError(
+            f"{path}: adapter weights do not fit this model: unused {result.unexpected_keys[:3]}, "
+            f"missing {not_loaded[:3]}"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike, model, optimizer, scheduler, accelerator) -> TrainState:
     """Restore adapter weights, optimizer (with the master weights), scheduler and RNG states; return the
     TrainState. The caller verified the checksums (find_checkpoint); a file that still cannot be read is
     an InputError naming the checkpoint, not a library traceback."""
-    from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     path = Path(path)
     rank = accelerator.process_index
     opt_file = path / (f"optimizer-rank{rank}.pt" if optimizer_is_sharded(accelerator) else "optimizer.pt")
     rng_file = path / ("rng.pt" if rank == 0 else f"rng-rank{rank}.pt")
-    current = path / "adapter_model.safetensors"
+    unwrapped = accelerator.unwrap_model(model)
+    current = path / getattr(unwrapped, "weights_file", "adapter_model.safetensors")  # align: the projector
     try:
         weights = load_file(str(current))
         current = opt_file
@@ -382,13 +395,10 @@ def load_checkpoint(path: str | os.PathLike, model, optimizer, scheduler, accele
         raise CorruptCheckpoint(
             f"{current}: cannot read this checkpoint file ({type(e).__name__}: {e})"
         ) from None
-    result = set_peft_model_state_dict(accelerator.unwrap_model(model), weights)
-    not_loaded = [k for k in result.missing_keys if ".lora_" in k]
-    if result.unexpected_keys or not_loaded:
-        raise InputError(
-            f"{path}: adapter weights do not fit this model: unused {result.unexpected_keys[:3]}, "
-            f"missing {not_loaded[:3]}"
-        )
+    if hasattr(unwrapped, "load_weights"):  # rrg.align.ProjectorStage: the projector alone, no peft
+        unwrapped.load_weights(weights, path)
+    else:
+        load_peft_weights(unwrapped, weights, path)
     try:
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(scheduler_state)

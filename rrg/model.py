@@ -152,10 +152,16 @@ def load_adapter(model, lora_path: str, *, is_trainable: bool = False):
 def load_model(
     model_path: str, lora_path: str | None = None, *, merge: bool = False, **base_kwargs
 ) -> tuple[torch.nn.Module, LlavaProcessor]:
-    """(model, processor); with lora_path the model is a PeftModel, or a plain Llava model when merged."""
+    """(model, processor); with lora_path the model is a PeftModel, or a plain Llava model when merged.
+
+    A projector folder (rrg.align) as lora_path is loaded into the model's projector: a plain Llava model."""
+    from .align import is_projector_folder, load_projector
+
     model = load_base_model(model_path, **base_kwargs)
     processor = load_processor(model_path)
-    if lora_path:
+    if lora_path and is_projector_folder(lora_path):  # an --stage align run's output: no LoRA to merge
+        load_projector(model, lora_path)
+    elif lora_path:
         if merge and base_kwargs.get("load_in_4bit"):
             raise ValueError("merging an adapter needs an unquantised base model (drop --load_in_4bit)")
         model = load_adapter(model, lora_path, is_trainable=False)

@@ -19,7 +19,8 @@ Phases, in one process, one report (results/benchmark-<gpu>.json, a table at the
      --train_configs, e.g. "8,16+ckpt+compile,8+compile+budget=0.7+log=10" (micro-batch, then options:
      ckpt, compile, budget=X activation memory budget, log=N steps per log line, fp8 (--fp8; with compile),
      lora=q_proj/v_proj (LoRA on these decoder projections only: what the seven adapters cost),
-     projector (--train_projector), plr=X (--projector_lr X, with projector), fw=W (--finding_weight W: its loss curve is the weighted mean));
+     projector (--train_projector), plr=X (--projector_lr X, with projector), fw=W (--finding_weight W: its loss curve is the weighted mean),
+     align (--stage align: the projector alone, no LoRA, at lr 1e-3));
   3. our QLoRA training (bitsandbytes nf4) over --qlora_configs;
   4. our batched generation (rrg.generate.generate_predictions, the eval scripts' path) of
      100-token reports over --gen_configs (batch size[:KV cache[@compile backend]][+workers=N][+liger][+graphs|+generate]);
@@ -80,6 +81,7 @@ sys.path.insert(0, str(REPO))  # train_lora.py (the recipe) lives at the top lev
 
 import rrg.generate  # noqa: E402
 import train_lora  # noqa: E402
+from rrg import align  # noqa: E402
 from rrg import train as T  # noqa: E402
 from rrg.attention import ATTENTION  # noqa: E402
 from rrg.cli import flag, parse_flags, shared_data_dir  # noqa: E402
@@ -390,6 +392,8 @@ class TrainSpec:
     # fw=W: train_lora.py --finding_weight W (its loss is the weighted mean, so its curve is another quantity)
     finding_weight: float = 1.0
     projector_lr: float = 0.0  # plr=X: train_lora.py --projector_lr X (needs projector)
+    # align: train_lora.py --stage align (the projector alone, no LoRA, at the stage's lr 1e-3; rrg.align)
+    align_stage: bool = False
 
     @classmethod
     def parse(cls, text: str) -> TrainSpec:
@@ -410,6 +414,8 @@ class TrainSpec:
                 spec.fp8 = True
             elif option == "projector":
                 spec.train_projector = True
+            elif option == "align":
+                spec.align_stage = True
             elif option.startswith("plr="):
                 spec.projector_lr = float(option.split("=", 1)[1])
                 if not 0 < spec.projector_lr < float("inf"):
@@ -428,11 +434,15 @@ class TrainSpec:
             else:
                 raise ValueError(
                     f"unknown training option {option!r} in {text!r} "
-                    "(ckpt, compile, budget=X, log=N, plain, fp8, lora=NAMES, projector, plr=X, fw=W)"
+                    "(ckpt, compile, budget=X, log=N, plain, fp8, lora=NAMES, projector, plr=X, fw=W, align)"
                 )
         if spec.projector_lr and not spec.train_projector:
             raise ValueError(
                 f"{text!r}: plr= needs projector (train_lora.py refuses --projector_lr without it)"
+            )
+        if spec.align_stage and (spec.train_projector or spec.projector_lr or spec.lora_modules or spec.fp8):
+            raise ValueError(
+                f"{text!r}: align trains the projector alone (no LoRA): it takes no projector, plr=, lora= or fp8"
             )
         if spec.fp8 and not spec.compile:
             raise ValueError(f"{text!r}: fp8 needs compile (train_lora.py refuses --fp8 without --compile)")
@@ -459,6 +469,7 @@ class TrainSpec:
         parts += ["bf16 AdamW, no fp32 master" if self.plain_adamw else "", "fp8" if self.fp8 else ""]
         parts += [f"LoRA on {self.lora_modules.replace('/', ', ')} only" if self.lora_modules else ""]
         parts += ["projector trained" if self.train_projector else ""]
+        parts += ["align stage (projector alone)" if self.align_stage else ""]
         parts += [f"at lr {self.projector_lr:g}" if self.projector_lr else ""]
         parts += [f"finding weight {self.finding_weight:g}" if self.finding_weight != 1 else ""]
         return " ".join(p for p in parts if p)
@@ -498,6 +509,8 @@ def our_training(
         train_projector=spec.train_projector,
         projector_lr=spec.projector_lr,
         finding_weight=spec.finding_weight,
+        stage="align" if spec.align_stage else "lora",
+        lr=align.DEFAULTS["lr"] if spec.align_stage else train_lora.TrainConfig.lr,
     )
     weighted = dataset.samples[0].weights is not None
     if weighted != (spec.finding_weight != 1):  # a weighted row must never time an unweighted loss
@@ -1289,6 +1302,7 @@ def train_flags(r: dict, four_bit: bool) -> str:
     if spec.lora_modules:
         flags.append(f"--target_modules '{spec.target_modules()}'")
     flags += ["--train_projector"] if spec.train_projector else []
+    flags += ["--stage align"] if spec.align_stage else []
     flags += [f"--projector_lr {spec.projector_lr:g}"] if spec.projector_lr else []
     flags += [f"--finding_weight {spec.finding_weight:g}"] if spec.finding_weight != 1 else []
     note = " (bf16 AdamW without fp32 master weights, as before: not a flag)" if spec.plain_adamw else ""

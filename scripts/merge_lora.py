@@ -3,7 +3,8 @@
     python scripts/merge_lora.py --model_path microsoft/llava-med-v1.5-mistral-7b \
         --lora_path runs/lora/final --out models/llava-med-iuxray-merged
 
---lora_path takes this project's PEFT adapters or the reference paper's adapter (adapter_model.bin).
+--lora_path takes this project's PEFT adapters, the reference paper's adapter (adapter_model.bin), or an
+align run's projector folder (train_lora.py --stage align: the base model is written with that projector).
 The result loads with `LlavaForConditionalGeneration.from_pretrained(out)` and needs no peft.
 """
 

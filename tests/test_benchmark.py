@@ -297,3 +297,23 @@ def test_projector_row_trains_the_projector(cpu_benchmark):
     # The same start; then the trained projector moves the curve away from the default's.
     assert rows[1]["losses"][0] == pytest.approx(rows[0]["losses"][0], rel=1e-4)
     assert rows[1]["losses"][-1] != pytest.approx(rows[0]["losses"][-1], rel=1e-4)
+
+
+def test_align_configuration_parses_labels_gives_its_flag_and_refuses_lora_options():
+    spec = B.TrainSpec.parse("8+compile+budget=0.7+align")
+    assert spec.align_stage and spec.label() == "mb8 compile budget 0.7 align stage (projector alone)"
+    assert B.train_flags({"config": asdict(spec)}, False) == "`--batch_size 8 --stage align`"
+    assert not B.TrainSpec.parse("8+compile").align_stage
+    for bad in ("8+align+projector", "8+align+lora=q_proj", "8+compile+align+fp8"):
+        with pytest.raises(ValueError, match="align trains the projector alone"):
+            B.TrainSpec.parse(bad)
+
+
+def test_align_row_trains_the_projector_alone(cpu_benchmark):
+    rows = [cpu_benchmark("1"), cpu_benchmark("1+align")]
+    assert all("error" not in r for r in rows), [r.get("error") for r in rows]
+    assert (
+        rows[1]["config"]["align_stage"] and rows[1]["sample_order_sha256"] == rows[0]["sample_order_sha256"]
+    )
+    assert rows[1]["losses"][0] == pytest.approx(rows[0]["losses"][0], rel=1e-4)  # LoRA's B starts at 0
+    assert rows[1]["losses"][-1] != pytest.approx(rows[0]["losses"][-1], rel=1e-4)
