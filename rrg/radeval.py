@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import flag
 from .io import InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,41 +99,6 @@ METRICS: dict[str, Metric] = {
         (Model("StanfordAIMI/GREEN-radllama2-7b"),), "green", "GREEN (RadEval)", remote_code=True
     ),
 }
-
-
-@dataclass
-class RadEvalFlags:
-    """eval/score.py's RadEval flags (declared here so the backend owns its names and help)."""
-
-    radeval: str = flag(
-        "",
-        "comma-separated RadEval metrics for the card's 'radeval' block: "
-        + ",".join(METRICS)
-        + " (runs in RadEval's own environment: bash scripts/install_radeval.sh)",
-    )
-    radeval_trust_remote_code: bool = flag(
-        False,
-        "allow RadEval's GREEN, which LOADS AND RUNS REMOTE CODE from its Hugging Face repository "
-        "(trust_remote_code=True); required for --radeval green",
-    )
-    radeval_python: str = flag(
-        "", f"RadEval's Python (default: ${PYTHON_ENV}, else .venv-radeval/bin/python)"
-    )
-
-
-def add_flags(parser) -> None:
-    """Add RadEvalFlags' flags to an argparse parser, the way rrg.cli.parse_flags declares them."""
-    import copy
-    import dataclasses
-    import typing
-
-    from .cli import _parser_class
-
-    types = typing.get_type_hints(RadEvalFlags)  # the annotations are strings (postponed evaluation)
-    for field in dataclasses.fields(RadEvalFlags):
-        field = copy.copy(field)
-        field.type = types[field.name]
-        _parser_class()._parse_dataclass_field(parser, field)
 
 
 def parse_metrics(text: str, trust_remote_code: bool = False) -> tuple[str, ...]:
