@@ -19,13 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
-from rrg.download import (
-    format_summary,
-    kaggle_download,
-    lay_out_from_dir,
-    lay_out_from_zip,
-    verify,
-)
+from rrg.data.download import format_summary, kaggle_download, lay_out_from_dir, lay_out_from_zip, verify
 from rrg.io import InputError, atomic_write_text
 
 

@@ -1,4 +1,4 @@
-"""Build the IU X-Ray split files from the Kaggle data (see rrg/data.py for the protocols).
+"""Build the IU X-Ray split files from the Kaggle data (see rrg/data/iu_xray.py for the protocols).
 
     python data/report2json.py --protocol clean --data_dir data/iu_xray --out data/
     python data/report2json.py --protocol reference --data_dir data/iu_xray --out data/reference/
@@ -9,7 +9,7 @@
 Writes train_report.json, val_report.json (not for reference), test_report.json, reports.csv and
 leak_audit.json into --out, and prints the audit.
 
-Other datasets (rrg/dataset_splits.py; docs/datasets.md), writing {split}_report.json and dataset_audit.json:
+Other datasets (rrg/data/dataset_splits.py; docs/datasets.md), writing {split}_report.json and dataset_audit.json:
 
     python data/report2json.py --dataset mimic-cxr --data_dir MIMIC-CXR-JPG --reports mimic-cxr-reports.zip
     python data/report2json.py --dataset chexpert-plus --data_dir CheXpert-Plus
@@ -26,17 +26,10 @@ import sys
 from dataclasses import dataclass
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
-from rrg.data import (
-    PROTOCOLS,
-    SplitConfig,
-    build_reports_table,
-    build_split,
-    format_audit,
-    leak_audit,
-    read_reference_table,
-    write_splits,
-)
-from rrg.dataset_splits import DATASETS, TARGETS, TEST_SETS, write_dataset
+from rrg.data.dataset_splits import DATASETS, TARGETS, TEST_SETS, write_dataset
+from rrg.data.iu_xray import build_reports_table, read_reference_table
+from rrg.data.leak_audit import format_audit, leak_audit
+from rrg.data.protocols import PROTOCOLS, SplitConfig, build_split, write_splits
 from rrg.io import InputError
 
 
@@ -76,7 +69,7 @@ class Report2JsonConfig:
     regions: str | None = flag(
         None,
         "Region-structured targets (Lung:/Heart:/Mediastinal:/Bone:/Others: lines, then Impression:): "
-        "'classifier' (rrg.regions) or a region file in WangLab's format (its missing studies classified).",
+        "'classifier' (rrg.data.regions) or a region file in WangLab's format (its missing studies classified).",
     )
     xxxx: str | None = flag(None, "Replace the anonymisation token XXXX with this.")
     skip_missing: bool = flag(False, "Skip (and count) missing images / studies without images.")

@@ -5,9 +5,9 @@
     python eval/ask.py frontal.png --task question --question "Is there a pleural effusion?"
     python eval/ask.py frontal.png lateral.png --one_study   # both views in one prompt, one report
 
-The model is loaded as the eval run loads it (rrg.model.load_model through rrg.api.ReportGenerator: the
+The model is loaded as the eval run loads it (rrg.model.load.load_model through rrg.generate.api.ReportGenerator: the
 adapter merged unless --load_in_4bit), images are read and prepared by the same code, and decoding uses
-the eval run's defaults (greedy, at most 256 new tokens). The task prompts are in rrg/prompts.py
+the eval run's defaults (greedy, at most 256 new tokens). The task prompts are in rrg/model/prompts.py
 (task_question). Prints "== IMAGE ==" and the answer for each image (or study).
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from rrg.cli import build_parser, check_ranges, exits_on_input_error, flag
-from rrg.evaluate import DEFAULT_MODEL, EvalConfig
+from rrg.generate.run import DEFAULT_MODEL, EvalConfig
 from rrg.io import InputError
-from rrg.prompts import TASKS, task_question
+from rrg.model.prompts import TASKS, task_question
 
 _EVAL = {f.name: f.default for f in fields(EvalConfig)}
 
@@ -67,8 +67,8 @@ def parse(argv: list[str] | None) -> tuple[AskSettings, list[Path]]:
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> list[str]:
     settings, images = parse(argv)
-    from rrg.api import ReportGenerator
-    from rrg.generate import GenerationSettings
+    from rrg.generate.api import ReportGenerator
+    from rrg.generate.batch import GenerationSettings
 
     generator = ReportGenerator.from_pretrained(
         settings.model_path, settings.lora_path, load_in_4bit=settings.load_in_4bit, device=settings.device

@@ -3,7 +3,7 @@
 Writes OUT/predictions.jsonl in the eval scripts' schema (score it with eval/score.py, tabulate it with
 plot/make_tables.py) and OUT/baseline.json (settings and the counts of every rule-based choice: ties,
 missing indications, fallbacks). No model and no images: the reports come from the train split
-(rrg/baselines.py describes the methods). Deterministic for a given --seed.
+(rrg/score/baselines.py describes the methods). Deterministic for a given --seed.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rrg.baselines import METHODS, run_baseline
 from rrg.cli import RUNS_DIR, exits_on_input_error, flag, parse_flags
-from rrg.entries import Entry, load_entries
+from rrg.data.entries import Entry, load_entries
+from rrg.data.split_record import split_record
 from rrg.io import InputError, atomic_write_json, atomic_write_text
-from rrg.split_record import split_record
+from rrg.score.baselines import METHODS, run_baseline
 
 
 @dataclass
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> BaselineConfig:
 
 
 def prediction_line(entry: Entry, prediction: str, identity: dict, baseline: dict) -> dict:
-    """The keys of rrg.generate's prediction lines (tests check they match), plus what the baseline chose."""
+    """The keys of rrg.generate.batch's prediction lines (tests check they match), plus what the baseline chose."""
     return {
         "id": entry.id,
         "study_id": entry.study_id,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.io import InputError, atomic_write_json, atomic_write_text
-from rrg.significance import compare_runs, format_markdown, plot_differences, read_run
+from rrg.score.significance import compare_runs, format_markdown, plot_differences, read_run
 
 
 @dataclass

@@ -12,8 +12,8 @@ generating its share into one predictions file:
 import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
 
 # isort: split
-from rrg.evaluate import close_processes
-from rrg.evaluate import main as run_eval
+from rrg.generate.run import close_processes
+from rrg.generate.run import main as run_eval
 
 
 def main(argv: list[str] | None = None) -> dict:

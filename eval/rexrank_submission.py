@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
+from rrg.data.rexrank import build_submission, read_rexrank, write_submission
 from rrg.io import InputError, iter_jsonl
-from rrg.rexrank import build_submission, read_rexrank, write_submission
 
 
 @dataclass

@@ -24,10 +24,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rrg.baselines import METHODS
 from rrg.cli import exits_on_input_error
 from rrg.io import InputError, atomic_write_text, read_json_object
-from rrg.results import R2GEN_SPLIT, format_value, legacy_sections, load_literature, load_scores, save_figure
+from rrg.report.results import (
+    R2GEN_SPLIT,
+    format_value,
+    legacy_sections,
+    load_literature,
+    load_scores,
+    save_figure,
+)
+from rrg.score.baselines import METHODS
 
 PROTOCOLS = ("clean", "r2gen", "reference")
 PROTOCOL_TITLES = {
@@ -36,7 +43,7 @@ PROTOCOL_TITLES = {
     "reference": "reference (the paper's 80/20, Problems labels in the prompt)",
 }
 SUMMARY_METRICS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-# The clinical F1s shown, and where a score card's clinical block (rrg.clinical) holds them. Micro F1 over
+# The clinical F1s shown, and where a score card's clinical block (rrg.score.clinical.f1) holds them. Micro F1 over
 # the 14 observations is dominated by No Finding, which a "normal" template gets right; over the 5 most used
 # findings it asks whether the abnormal findings are right (a template scores 0).
 CLINICAL_F1 = {

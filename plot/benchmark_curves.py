@@ -4,7 +4,7 @@
 
 Top: each configuration's loss at every optimizer step (all configurations of a run see the same samples in
 the same order from the same LoRA init, so the curves differ only by the configuration). Bottom: each one's
-relative difference from the first configuration, step by step: the issue's "within 1%" test, as a picture.
+relative difference from the first configuration, step by step: the "within 1% of the default" check, as a picture.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
-from rrg.curves import relative_differences
 from rrg.io import InputError
-from rrg.results import save_figure
+from rrg.report.curves import relative_differences
+from rrg.report.results import save_figure
 
 
 @dataclass

@@ -34,15 +34,15 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from rrg.cases import STUDY_METRICS, Run, build_cases, load_run
-from rrg.chexpert_lexicon import OBSERVATIONS
 from rrg.cli import exits_on_input_error
-from rrg.clinical import UNCERTAIN_AS
-from rrg.entries import DEFAULT_IMAGE_DIR, verify_image
-from rrg.images import read_image
+from rrg.data.entries import DEFAULT_IMAGE_DIR, verify_image
+from rrg.data.images import read_image
 from rrg.io import InputError, atomic_write_text
-from rrg.metrics import METRICS, SECTIONS
-from rrg.results import format_value
+from rrg.report.cases import STUDY_METRICS, Run, build_cases, load_run
+from rrg.report.results import format_value
+from rrg.score.clinical.f1 import UNCERTAIN_AS
+from rrg.score.clinical.lexicon import OBSERVATIONS
+from rrg.score.ngram import METRICS, SECTIONS
 
 
 class UnreadableImage(Exception):
@@ -55,13 +55,13 @@ PAGE_SIZE = 40  # cards rendered at a time; more as the reader scrolls
 
 
 def clinical_labels(runs: list[Run]) -> dict:
-    """Per-study CheXpert-14 labels of the reference and of every run's prediction (rrg.chexpert, the
+    """Per-study CheXpert-14 labels of the reference and of every run's prediction (rrg.score.clinical.labeler, the
     scorer's offline labeler, on the whole report): {study_id: {"reference": {observation: "positive" |
     "negative" | "uncertain" | None}, "predictions": {run_name: {observation: ...}}}}.
 
     Studies are those of the first run, as on the page; the reference is the first run's (the scored one).
     """
-    from rrg.chexpert import label_reports
+    from rrg.score.clinical.labeler import label_reports
 
     studies = list(runs[0].studies)
     texts = [_reference_text(runs[0].studies[s]) for s in studies]
@@ -195,7 +195,7 @@ def page_data(
 
 def uncertain_policy(runs: list[Run]) -> str:
     """How clinical F1 counted an uncertain label: the first run's card's clinical.uncertain, else the
-    scorer's default ("positive"). The page colours agreement as F1 scores it (rrg.clinical.binarize:
+    scorer's default ("positive"). The page colours agreement as F1 scores it (rrg.score.clinical.f1.binarize:
     positive, and uncertain when it counts as positive, against the rest)."""
     recorded = ((runs[0].card or {}).get("clinical") or {}).get("uncertain") if runs else None
     return recorded if recorded in UNCERTAIN_AS else "positive"
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"page: {out}")
     if args.screenshot:
-        from rrg.browser import screenshot
+        from rrg.report.browser import screenshot
 
         print(f"screenshot: {screenshot(out, args.screenshot)}")
 

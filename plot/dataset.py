@@ -24,10 +24,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
-from rrg.data import SPLIT_NAMES, read_csv_checked, split_path
-from rrg.entries import Entry, load_entries
+from rrg.data.entries import Entry, load_entries
+from rrg.data.iu_xray import read_csv_checked
+from rrg.data.protocols import SPLIT_NAMES, split_path
 from rrg.io import InputError
-from rrg.results import save_figure
+from rrg.report.results import save_figure
 
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 

@@ -27,11 +27,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
-from rrg.clinical import CLINICAL_NAMES, LABELER_NAMES
 from rrg.io import InputError, atomic_write_text
-from rrg.radeval import COLUMNS as RADEVAL_COLUMNS
-from rrg.radeval import headline_cells, read_block
-from rrg.results import (
+from rrg.report.results import (
     DEFAULT_LITERATURE,
     LEGACY_TOOLING,
     STANDARD_METRICS,
@@ -46,9 +43,12 @@ from rrg.results import (
     save_figure,
     tooling_label,
 )
+from rrg.score.clinical.f1 import CLINICAL_NAMES, LABELER_NAMES
+from rrg.score.radeval import COLUMNS as RADEVAL_COLUMNS
+from rrg.score.radeval import headline_cells, read_block
 
 INFO_COLUMNS = ["Model", "Split", "Tooling", "Section"]
-# Clinical columns: the card's "clinical" block (rrg.clinical), each named with its labeler (the offline rules
+# Clinical columns: the card's "clinical" block (rrg.score.clinical.f1), each named with its labeler (the offline rules
 # read higher than CheXbert on the same texts); RadGraph is its partial reward.
 CLINICAL_KEYS = ("f1_micro_14", "f1_micro_5", "f1_micro_13")
 RADGRAPH_COLUMN = "RadGraph"

@@ -9,7 +9,7 @@ zeros.
 The control row answers "does the model use the image?": a report scored against blank or shuffled
 images should lose points; a difference near zero means the text is written from the prompt alone.
 
-Cards with a "clinical" block (CheXpert-14 label F1, rrg.clinical) also get a second figure,
+Cards with a "clinical" block (CheXpert-14 label F1, rrg.score.clinical.f1) also get a second figure,
 --clinical_out (default: <out>_clinical.png): F1 per observation with bootstrap 95% intervals, the
 micro/macro F1 over 14 and 5 observations, and the image-control difference of those F1s.
 """
@@ -28,11 +28,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rrg.chexpert import OBSERVATIONS
 from rrg.cli import RUNS_DIR, build_parser, exits_on_input_error, flag
-from rrg.clinical import F1_KEYS, LABELER_NAMES
 from rrg.io import InputError
-from rrg.results import SECTIONS, STANDARD_METRICS, ScoreCard, clinical_value, load_scores, save_figure
+from rrg.report.results import SECTIONS, STANDARD_METRICS, ScoreCard, clinical_value, load_scores, save_figure
+from rrg.score.clinical.f1 import F1_KEYS, LABELER_NAMES
+from rrg.score.clinical.labeler import OBSERVATIONS
 
 
 @dataclass

@@ -7,7 +7,7 @@ the words they share coloured (PNG and PDF).
 Studies are picked by a per-study metric (--metric, pycocoevalcap on the R2Gen-normalised report, as in
 eval/score.py): --k studies at evenly spaced ranks from the best to the worst (3: best, median, worst),
 or the studies given with --ids. Coloured words are the reference's and the prediction's longest common
-subsequence of words (rrg.cases.overlap, what ROUGE-L counts), the same words the case browser highlights.
+subsequence of words (rrg.report.cases.overlap, what ROUGE-L counts), the same words the case browser highlights.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import matplotlib.pyplot as plt
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 
-from rrg.cases import STUDY_METRICS, build_cases, load_run
 from rrg.cli import exits_on_input_error
-from rrg.entries import DEFAULT_IMAGE_DIR
-from rrg.images import read_image
+from rrg.data.entries import DEFAULT_IMAGE_DIR
+from rrg.data.images import read_image
 from rrg.io import InputError
-from rrg.results import save_figure
+from rrg.report.cases import STUDY_METRICS, build_cases, load_run
+from rrg.report.results import save_figure
 
 MATCH, OTHER, LABEL = "#1a7f37", "#30343b", "#6b7280"
 FONT_SIZE = 8.5
@@ -208,7 +208,7 @@ def make_figure(picked: list[tuple[dict, str]], run_name: str):
 
 
 def _save(fig, out: Path, dpi: int) -> list[Path]:
-    """PNG and PDF beside each other, each written atomically (rrg.results.save_figure)."""
+    """PNG and PDF beside each other, each written atomically (rrg.report.results.save_figure)."""
     # Unhinted glyphs: the words sit where their measured (unhinted) widths put them, at any dpi.
     with matplotlib.rc_context({"text.hinting": "no_hinting", "text.hinting_factor": 1}):
         written = [save_figure(fig, out.with_suffix(".png"), close=False, dpi=dpi)]

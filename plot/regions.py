@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
+from rrg.data.regions import REGIONS
 from rrg.io import InputError, read_json_object
-from rrg.region_scores import region_rows
-from rrg.regions import REGIONS
-from rrg.results import save_figure
+from rrg.report.results import save_figure
+from rrg.score.regions import region_rows
 
 PANELS = ("BLEU-4", "ROUGE-L", "CIDEr", "clinical f1_micro_14")
 

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 
 from rrg.cli import build_parser, check_ranges, exits_on_input_error, flag
 from rrg.io import InputError
-from rrg.results import TrainLog, load_train_log, save_figure
+from rrg.report.results import TrainLog, load_train_log, save_figure
 
 
 @dataclass

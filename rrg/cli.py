@@ -22,7 +22,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .io import InputError
+from rrg.io import InputError
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .io import InputError
+from rrg.io import InputError
 
 LOCK_NAME = ".lock"
 

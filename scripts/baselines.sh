@@ -39,7 +39,7 @@ if [ ! -f "$ANNOTATION" ]; then  # a Kaggle download does not have it: run the t
     "ANNOTATION=...): the r2gen protocol is skipped, $OUT/r2gen is left as it was" >&2
 fi
 command -v java >/dev/null || { echo "error: java not found (METEOR runs meteor-1.5.jar): install a JRE" >&2; exit 1; }
-python -c "from rrg.legacy_metrics import require_wordnet; require_wordnet()" 2>/dev/null || {
+python -c "from rrg.score.legacy import require_wordnet; require_wordnet()" 2>/dev/null || {
   echo "error: nltk's WordNet is missing (the reference protocol's --legacy scoring needs it):" \
     "run python scripts/install_wordnet.py" >&2
   exit 1

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rrg.chexpert import build_pipeline, label_report_sections, label_reports
 from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.io import InputError
+from rrg.score.clinical.labeler import build_pipeline, label_report_sections, label_reports
 
 
 @dataclass

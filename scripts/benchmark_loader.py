@@ -4,8 +4,8 @@
 
 Writes --images synthetic grayscale JPGs of --height x --width (MIMIC-CXR-JPG's are ~2,500 x 3,000; smooth
 anatomy-like shading plus noise, so JPEG decoding costs what a radiograph's does) into --out/full, resizes them
-with rrg.image_cache into --out/cache_<max_side>, then runs train_lora.py's loader (rrg.collate.ReportDataset:
-rrg.images decode + LLaVA-Med's image processor, 336 x 336 padded to square) through a torch DataLoader with
+with rrg.data.image_cache into --out/cache_<max_side>, then runs train_lora.py's loader (rrg.train.collate.ReportDataset:
+rrg.data.images decode + LLaVA-Med's image processor, 336 x 336 padded to square) through a torch DataLoader with
 --workers processes, over each folder, and prints images/s (the first --warmup batches not counted) and
 writes them to --out/loader_benchmark.json. The figures depend on the machine: run it on the training box.
 """
@@ -28,11 +28,11 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from rrg.cli import exits_on_input_error, flag, parse_flags  # noqa: E402
-from rrg.collate import EncodedSample, ReportDataset  # noqa: E402
-from rrg.entries import resolve_image  # noqa: E402
-from rrg.image_cache import build_cache  # noqa: E402
+from rrg.data.entries import resolve_image  # noqa: E402
+from rrg.data.image_cache import build_cache  # noqa: E402
 from rrg.io import atomic_write_json  # noqa: E402
-from rrg.processor import build_image_processor  # noqa: E402
+from rrg.model.processor import build_image_processor  # noqa: E402
+from rrg.train.collate import EncodedSample, ReportDataset  # noqa: E402
 
 
 @dataclass

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rrg.browser import headless_chromium
 from rrg.cli import exits_on_input_error, shared_data_dir
 from rrg.io import InputError, atomic_write_json
+from rrg.report.browser import headless_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "You are a radiologist. Write the report for this chest X-ray: a Findings section, then an Impression section."

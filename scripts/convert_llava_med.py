@@ -3,7 +3,7 @@
     python scripts/convert_llava_med.py microsoft/llava-med-v1.5-mistral-7b models/llava-med-v1.5-hf
 
 SRC is a Hub id or a local folder in the original (`llava_mistral`) format; DST becomes a folder that
-`LlavaForConditionalGeneration.from_pretrained` and `rrg.model.load_model` load. Streams shard by shard.
+`LlavaForConditionalGeneration.from_pretrained` and `rrg.model.load.load_model` load. Streams shard by shard.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered 
 from dataclasses import dataclass
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
-from rrg.convert import convert_checkpoint
+from rrg.model.convert import convert_checkpoint
 
 
 @dataclass

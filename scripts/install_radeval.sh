@@ -5,7 +5,7 @@
 #
 # RadEval (jbdel/RadEval, `radeval` on PyPI, MIT) cannot share our environment: it needs medspacy, which pins
 # spaCy < 3.8, and we need spaCy >= 3.8. So it gets an environment of its own, which eval/score.py drives
-# through files (rrg/radeval.py, rrg/radeval_runner.py). numpy < 2 and pandas < 3 are pinned beside it: the
+# through files (rrg/score/radeval.py, rrg/score/radeval_runner.py). numpy < 2 and pandas < 3 are pinned beside it: the
 # spaCy 3.7 that medspacy brings is built against numpy 1, and RaTEScore fails to import on numpy 2
 # ("numpy.dtype size changed"). Needs PyPI (about 6.4 GB: torch with its CUDA libraries, ~5 min measured).
 # Model weights are NOT fetched: each metric downloads its own on first use, or names them when offline.
@@ -45,7 +45,7 @@ if [ ! -e "$VENV" ]; then
 fi
 "$VENV/bin/python" -m pip install --upgrade pip
 "$VENV/bin/python" -m pip install "radeval==$VERSION" "numpy<2" "pandas<3"
-# -P: run from anywhere without this repository's rrg/radeval.py shadowing the package.
+# -P: run from anywhere without this repository's rrg/score/radeval.py shadowing the package.
 "$VENV/bin/python" -P -c 'import importlib.metadata as m; from radeval import RadEval; print("radeval", m.version("radeval"))'
 echo "RadEval environment ready in $VENV ($((SECONDS - START)) s, $(du -sh "$VENV" | cut -f1))."
 echo "Score with: python eval/score.py PREDICTIONS.jsonl --radeval bleu,rouge,bertscore,radcliq,ratescore"

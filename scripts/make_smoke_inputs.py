@@ -15,9 +15,9 @@ import argparse
 from pathlib import Path
 
 from rrg.cli import exits_on_input_error, shared_data_dir
-from rrg.convert import write_tiny_original_checkpoint
+from rrg.data.sample import write_sample_dataset
 from rrg.io import InputError
-from rrg.sample import write_sample_dataset
+from rrg.model.convert import write_tiny_original_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

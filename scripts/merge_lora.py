@@ -22,7 +22,7 @@ import torch
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.io import replace_dir
-from rrg.model import load_model
+from rrg.model.load import load_model
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

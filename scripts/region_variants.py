@@ -2,11 +2,11 @@
 
     python scripts/region_variants.py    # 7 minutes on 2 shared CPU cores
 
-Each variant is a one-vs-rest logistic regression (as rrg.regions.fit) on TF-IDF features: word 1-2-grams
+Each variant is a one-vs-rest logistic regression (as rrg.data.regions.fit) on TF-IDF features: word 1-2-grams
 (the committed model), plus character 2-5-grams, plus the previous sentence's words (prefixed "p"), at
 several C. Each is scored by 5-fold cross-validation on the train sentences, grouped by study (what a
 choice may look at), and once on val (sentence accuracy: the best region is a gold region). Nothing is
-written: rrg/region_model.json stays what scripts/validate_regions.py fits.
+written: rrg/data/region_model.json stays what scripts/validate_regions.py fits.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from validate_regions import aligned
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
+from rrg.data.regions import REGIONS, normalise, read_region_file
 from rrg.io import InputError, read_json_object
-from rrg.regions import REGIONS, normalise, read_region_file
 
 VARIANTS = [  # (features, previous sentence, C)
     ("word", False, 3.0),

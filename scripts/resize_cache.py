@@ -6,7 +6,7 @@
 
 Only the images the split files list are resized (every image below --image_dir without --json_file).
 Parallel over --workers processes, resumable (a finished image is never redone), with a progress bar.
-See rrg/image_cache.py for the formats and docs/datasets.md for what it saves.
+See rrg/data/image_cache.py for the formats and docs/datasets.md for what it saves.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rrg.cli import exits_on_input_error, flag, parse_flags  # noqa: E402
-from rrg.entries import load_entries  # noqa: E402
-from rrg.image_cache import build_cache  # noqa: E402
+from rrg.data.entries import load_entries  # noqa: E402
+from rrg.data.image_cache import build_cache  # noqa: E402
+from rrg.data.own_images import IMAGE_SUFFIXES  # noqa: E402
 from rrg.io import InputError  # noqa: E402
-from rrg.own_images import IMAGE_SUFFIXES  # noqa: E402
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
     python scripts/validate_labeler.py --data_dir data/iu_xray
 
-Labels the findings + impression of every report in indiana_reports.csv with rrg.chexpert, maps its
-MeSH field to CheXpert observations (rrg.mesh_chexpert), and writes per-observation precision, recall
+Labels the findings + impression of every report in indiana_reports.csv with rrg.score.clinical.labeler, maps its
+MeSH field to CheXpert observations (rrg.score.clinical.mesh), and writes per-observation precision, recall
 and F1 with counts to results/labeler_validation.json; prints the Markdown table of the README and a
 sample of disagreements with the sentences that decided the label. Reports without findings and
 impression, and reports whose MeSH is "No Indexing", are counted and left out.
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rrg.chexpert import OBSERVATIONS, POSITIVE, UNCERTAIN, label_reports, report_mentions
 from rrg.cli import exits_on_input_error
-from rrg.clinical import binarize, confusion_counts, prf
 from rrg.io import InputError, atomic_write_json
-from rrg.mesh_chexpert import COVERED, MESH_RULES, mesh_observations
+from rrg.score.clinical.f1 import binarize, confusion_counts, prf
+from rrg.score.clinical.labeler import OBSERVATIONS, POSITIVE, UNCERTAIN, label_reports, report_mentions
+from rrg.score.clinical.mesh import COVERED, MESH_RULES, mesh_observations
 
 BAR_MICRO_F1 = 0.85
 BAR_PER_OBSERVATION = (20, 0.75)  # observations with >= 20 MeSH positives need F1 >= 0.75
@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     sample = disagreements(table, pred, ref, args.samples, args.seed)
     out = {
-        "what": "offline CheXpert-14 labeler (rrg.chexpert) vs IU X-Ray's manual MeSH annotations "
-        "(rrg.mesh_chexpert), on findings + impression of each report",
+        "what": "offline CheXpert-14 labeler (rrg.score.clinical.labeler) vs IU X-Ray's manual MeSH annotations "
+        "(rrg.score.clinical.mesh), on findings + impression of each report",
         "command": "python scripts/validate_labeler.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "counts": counts,

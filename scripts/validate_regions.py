@@ -1,14 +1,14 @@
-"""Fit the sentence-to-region classifier (rrg.regions) on WangLab's GPT-4o region splits of the R2Gen
+"""Fit the sentence-to-region classifier (rrg.data.regions) on WangLab's GPT-4o region splits of the R2Gen
 train studies and validate it on the val studies.
 
     python scripts/validate_regions.py \\
         --regions ../shared/data/wanglab/region_annotations_trainval.json \\
         --annotation ../shared/data/iu_xray/r2gen_annotation.json
 
-Writes the model to rrg/region_model.json and the validation to results/region_classifier.json, and
+Writes the model to rrg/data/region_model.json and the validation to results/region_classifier.json, and
 prints the table. The unit is a sentence of the report as R2Gen's annotation holds it (what the
 classifier meets at run time); its gold regions are those of the GPT-4o sentences drawn from it
-(rrg.regions.gold_sentences). Sentences GPT-4o put nowhere are counted and left out.
+(rrg.data.regions.gold_sentences). Sentences GPT-4o put nowhere are counted and left out.
 
 - sentence accuracy: the classifier's best region is one of the sentence's gold regions;
 - exact-set accuracy: its region set equals the gold set;
@@ -25,8 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
+from rrg.data.regions import (
+    MODEL_PATH,
+    REGIONS,
+    fit,
+    gold_sentences,
+    normalise,
+    read_region_file,
+    save_classifier,
+)
 from rrg.io import InputError, atomic_write_json, read_json_object
-from rrg.regions import MODEL_PATH, REGIONS, fit, gold_sentences, normalise, read_region_file, save_classifier
 
 
 @dataclass
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     two_region = [(s, g) for s, g in val if len(g) > 1]
 
     result = {
-        "what": "sentence-to-region classifier (rrg/regions.py) against WangLab's GPT-4o splits, R2Gen val",
+        "what": "sentence-to-region classifier (rrg/data/regions.py) against WangLab's GPT-4o splits, R2Gen val",
         "command": "python scripts/validate_regions.py",
         "train_sentences": len(train),
         "val_sentences": len(val),

@@ -1,4 +1,4 @@
-"""The MIMIC-CXR authors' report section parser, kept verbatim as the reference our rrg.mimic_sections is held to.
+"""The MIMIC-CXR authors' report section parser, kept verbatim as the reference our rrg.data.mimic_sections is held to.
 
 From MIT-LCP/mimic-cxr (commit 31901464), txt/section_parser.py (functions section_text and normalize_section_names),
 MIT License, Copyright (c) 2019 MIT Laboratory for Computational Physiology. Only the tests import it.

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+import rrg.train.setup
 import train_lora
-from rrg import evaluate
+from rrg.generate import run as evaluate
 from rrg.io import is_disk_full
 
 TORCH_WRITER_FAILED = (
@@ -65,6 +66,7 @@ def test_disk_full_is_told_apart():
     assert not is_disk_full(RuntimeError("CUDA out of memory"))
 
 
+@pytest.mark.slow
 def test_checkpoint_save_on_a_full_disk_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
     write_split(tmp_path)
 
@@ -79,19 +81,21 @@ def test_checkpoint_save_on_a_full_disk_is_one_line(tiny_model_dir, tmp_path, ca
     assert str(tmp_path / "out") in line and "free space, then --resume" in line
 
 
+@pytest.mark.slow
 def test_log_write_on_a_full_disk_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
     write_split(tmp_path)
-    monkeypatch.setattr(train_lora, "append_jsonl", no_space)
+    monkeypatch.setattr(rrg.train.setup, "append_jsonl", no_space)
     with pytest.raises(SystemExit) as e:
         train(tiny_model_dir, tmp_path)
     assert e.value.code == 1 and "free space, then --resume" in one_line(capsys)
 
 
+@pytest.mark.slow
 def test_prediction_append_on_a_full_disk_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    import rrg.generate
+    import rrg.generate.batch
 
     write_split(tmp_path)
-    monkeypatch.setattr(rrg.generate, "append_jsonl", no_space)
+    monkeypatch.setattr(rrg.generate.batch, "append_jsonl", no_space)
     out = tmp_path / "eval" / "predictions.jsonl"
     with pytest.raises(SystemExit) as e:
         evaluate.main([

@@ -15,6 +15,7 @@ def _hold(folder: str, ready, release) -> None:
         release.wait(30)
 
 
+@pytest.mark.slow
 def test_second_holder_is_refused_with_the_holders_pid(tmp_path):
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
@@ -31,6 +32,7 @@ def test_second_holder_is_refused_with_the_holders_pid(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_lock_is_released_when_the_holder_dies(tmp_path):
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()

@@ -1,0 +1,1 @@
+"""Benchmarks: inputs, the reference recipe, our training and generation, diagnostics, Markdown."""

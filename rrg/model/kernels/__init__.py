@@ -1,0 +1,1 @@
+"""Speed kernels for training and generation: attention, KV cache, fused Liger ops, FP8."""

@@ -1,0 +1,1 @@
+"""Reporting: result files for tables and figures, per-study cases, loss curves, the case browser."""

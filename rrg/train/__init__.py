@@ -1,0 +1,1 @@
+"""Training: settings, setup, the step (loss, accumulation), optimizer, checkpoints, batches."""
