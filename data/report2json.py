@@ -26,9 +26,10 @@ import sys
 from dataclasses import dataclass
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
-from rrg.data.dataset_splits import DATASETS, TARGETS, TEST_SETS, write_dataset
+from rrg.data.dataset_splits import DATASETS, TEST_SETS, write_dataset
 from rrg.data.iu_xray import build_reports_table, read_reference_table
 from rrg.data.leak_audit import format_audit, leak_audit
+from rrg.data.mimic_cxr import TARGETS
 from rrg.data.protocols import PROTOCOLS, SplitConfig, build_split, write_splits
 from rrg.io import InputError
 

@@ -11,6 +11,8 @@
 # REXRANK (the folder of ReXrank's JSONs), WORK, OUT, BOOTSTRAP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_checks.sh
+usage_if_asked "${1:-}"
 IU=${IU:-data/iu_xray}
 REXRANK=${REXRANK:-data/rexrank}
 WORK=${WORK:-runs/baselines_rexrank}
@@ -22,8 +24,8 @@ for f in "$IU/indiana_reports.csv" "$IU/indiana_projections.csv" "$REXRANK/ReXRa
   [ -f "$f" ] || { echo "error: $f is missing (set IU=... / REXRANK=...)" >&2; exit 1; }
 done
 command -v java >/dev/null || { echo "error: java not found (METEOR runs meteor-1.5.jar): install a JRE" >&2; exit 1; }
-rm -rf "$WORK" "$OUT/rexrank_mimic_cxr" "$OUT/rexrank_chexpert_plus"  # only what this script writes
-mkdir -p "$WORK"
+fresh_dir "$WORK"  # emptied only if this script made it
+mkdir -p "$OUT"  # committed results: never deleted; each file is replaced (score cards with --overwrite)
 python data/report2json.py --protocol clean --data_dir "$IU" --images_from_csv --out "$WORK/iu" >"$WORK/iu.log"
 for pair in "mimic-cxr:ReXRank_MIMICCXR_test.json:rexrank_mimic_cxr" \
   "chexpert-plus:ReXRank_CheXpertPlus.json:rexrank_chexpert_plus"; do
@@ -36,7 +38,7 @@ for pair in "mimic-cxr:ReXRank_MIMICCXR_test.json:rexrank_mimic_cxr" \
     python eval/baselines.py --method "$method" --json_file "$WORK/$name/data/test_report.json" \
       --train_json "$WORK/iu/train_report.json" --out "$PRED" --seed 0
     cp "$PRED/baseline.json" "$OUT/$name/$method.baseline.json"
-    python eval/score.py "$PRED/predictions.jsonl" --out "$OUT/$name/$method.scores.json" --bootstrap "$BOOTSTRAP" \
+    python eval/score.py "$PRED/predictions.jsonl" --out "$OUT/$name/$method.scores.json" --overwrite --bootstrap "$BOOTSTRAP" \
       | tail -n 7
   done
   python scripts/baselines_mimic_chexpert_table.py "$OUT/$name" "${METHODS[@]}"

@@ -10,6 +10,8 @@
 # WORK (splits and predictions, not committed), OUT, BOOTSTRAP, TABLES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_checks.sh
+usage_if_asked "${1:-}"
 DATA=${DATA:-data/iu_xray}
 ANNOTATION=${ANNOTATION:-$DATA/r2gen_annotation.json}
 REXRANK=${REXRANK:-data/rexrank}
@@ -28,8 +30,8 @@ for f in "$DATA/indiana_reports.csv" "$DATA/indiana_projections.csv" "$ANNOTATIO
 done
 command -v java >/dev/null || { echo "error: java not found (METEOR runs meteor-1.5.jar): install a JRE" >&2; exit 1; }
 
-rm -rf "$WORK" "$OUT"  # nothing of an earlier run may mix with this one
-mkdir -p "$WORK" "$OUT"
+fresh_dir "$WORK"  # nothing of an earlier run may mix with this one (emptied only if this script made it)
+mkdir -p "$OUT"  # committed results: never deleted; each file is replaced (score cards with --overwrite)
 for board in "${BOARDS[@]}"; do
   step "$board: splits (data/report2json.py --protocol rexrank --board $board)"
   SPLITS="$WORK/$board/data"
@@ -45,7 +47,7 @@ for board in "${BOARDS[@]}"; do
       --train_json "$SPLITS/train_report.json" --out "$PRED" --seed 0
     cp "$PRED/baseline.json" "$OUT/$board/$method.baseline.json"
     CARD="$OUT/$board/$method.scores.json"
-    python eval/score.py "$PRED/predictions.jsonl" --out "$CARD" --bootstrap "$BOOTSTRAP" | tail -n 4
+    python eval/score.py "$PRED/predictions.jsonl" --out "$CARD" --overwrite --bootstrap "$BOOTSTRAP" | tail -n 4
     RUNS+=("$CARD:$method:ReXrank IU X-Ray test (590)")
   done
   [ "$TABLES" = 1 ] || continue

@@ -57,3 +57,30 @@ def converted(tiny_original, tmp_path_factory) -> Path:
     return convert_checkpoint(tiny_original, tmp_path_factory.mktemp("converted") / "llava-med-hf")
 
 
+@pytest.fixture
+def asked(monkeypatch) -> list[str]:
+    """Prompts generation was given; it writes a fixed report for each, and scoring is a stand-in."""
+    import rrg.score.card
+    from rrg.generate import batch as generate
+    from rrg.generate import run as evaluate
+    from rrg.io import append_jsonl
+
+    prompts: list[str] = []
+
+    def fake_generate(
+        model, processor, items, paths, out, identity, settings, num_workers=0, progress=True, inputs_of=None
+    ):
+        prompts.extend(entry.prompt for entry, _ in items)
+        lines = [
+            generate.prediction_line(
+                e, names, "Findings: x. Impression: y.", identity, inputs_of(names) if inputs_of else None
+            )
+            for e, names in items
+        ]
+        append_jsonl(out, *lines)
+
+    monkeypatch.setattr(evaluate, "load_for_eval", lambda config: (None, None))
+    monkeypatch.setattr(evaluate, "generate_predictions", fake_generate)
+    monkeypatch.setattr(rrg.score.card, "score_records", lambda records, **kw: {"metrics": {}, "counts": {}})
+    monkeypatch.setattr(rrg.score.card, "format_card", lambda card: "card")
+    return prompts

@@ -27,13 +27,19 @@ import rrg.train.setup
 import train_lora
 from rrg.cli import shared_data_dir
 from rrg.data.protocols import ReferenceEntry
-from rrg.generate import batch as generate
-from rrg.generate import run as evaluate
-from rrg.io import append_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = shared_data_dir()
 
+
+# Files of the Kaggle folder that indiana_projections.csv does not list (the reference's report.csv has them).
+EXTRA_IMAGES = (
+    "2084_IM-0715-1001-0002.dcm.png",
+    "2084_IM-0715-2001-0001.dcm.png",
+    "2560_IM-1064-4001.dcm.png",
+    "3809_IM-1919-1003002.dcm.png",
+)
+REFERENCE_PROMPT = "You are a radiologist. Analyze ... Chief Complaint: normalChest pain."
 
 def shared_path(*parts: str) -> Path:
     """Path of a file under shared data, or skip the calling test with the reason."""
@@ -173,32 +179,6 @@ def _split(tmp_path: Path, shape: str) -> tuple[Path, Path]:
     json_file = tmp_path / "test_report.json"
     json_file.write_text(json.dumps(records))
     return json_file, images
-
-
-@pytest.fixture
-def asked(monkeypatch) -> list[str]:
-    """Prompts generation was given; it writes a fixed report for each, and scoring is a stand-in."""
-    import rrg.score.card
-
-    prompts: list[str] = []
-
-    def fake_generate(
-        model, processor, items, paths, out, identity, settings, num_workers=0, progress=True, inputs_of=None
-    ):
-        prompts.extend(entry.prompt for entry, _ in items)
-        lines = [
-            generate.prediction_line(
-                e, names, "Findings: x. Impression: y.", identity, inputs_of(names) if inputs_of else None
-            )
-            for e, names in items
-        ]
-        append_jsonl(out, *lines)
-
-    monkeypatch.setattr(evaluate, "load_for_eval", lambda config: (None, None))
-    monkeypatch.setattr(evaluate, "generate_predictions", fake_generate)
-    monkeypatch.setattr(rrg.score.card, "score_records", lambda records, **kw: {"metrics": {}, "counts": {}})
-    monkeypatch.setattr(rrg.score.card, "format_card", lambda card: "card")
-    return prompts
 
 
 def _args(json_file: Path, images: Path, out: Path, *extra: str) -> list[str]:

@@ -16,13 +16,6 @@ from rrg.io import InputError
 from rrg.model.prompts import REFERENCE_PROMPT_PREFIX, REPORT_QUESTION
 from tests.helpers import make_kaggle_dir, shared_path
 
-# Files of the Kaggle folder that indiana_projections.csv does not list (the reference's report.csv has them).
-EXTRA_IMAGES = (
-    "2084_IM-0715-1001-0002.dcm.png",
-    "2084_IM-0715-2001-0001.dcm.png",
-    "2560_IM-1064-4001.dcm.png",
-    "3809_IM-1919-1003002.dcm.png",
-)
 # Excel turned these studies' indications into "#NAME?" in the Kaggle CSV; report.csv has the text.
 EXCEL_DAMAGED_UIDS = {"1555", "3477", "3784"}
 

@@ -253,7 +253,7 @@ def test_deeply_nested_json_and_a_folder_given_as_a_file_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_score_cli_on_a_folder_is_one_line(tmp_path):
-    repo = Path(__file__).parents[1]
+    repo = REPO
     env = {**os.environ, "PYTHONPATH": str(repo)}  # this checkout's rrg, not an installed one
     result = subprocess.run(
         [sys.executable, str(repo / "eval" / "score.py"), str(tmp_path), "--out", str(tmp_path / "card.json")],

@@ -15,10 +15,9 @@ from rrg.generate import run as evaluate
 from rrg.io import read_jsonl
 from rrg.model.prompts import REFERENCE_EVAL_INSTRUCTION
 from rrg.train.collate import question_of
-from tests.helpers import _args, _split
+from tests.helpers import REFERENCE_PROMPT, _args, _split
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE_PROMPT = "You are a radiologist. Analyze ... Chief Complaint: normalChest pain."
 
 
 @pytest.mark.slow

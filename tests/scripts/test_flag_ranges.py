@@ -119,5 +119,7 @@ def test_score_flag_out_of_range(argv, words, capsys, tmp_path):
 
 
 def test_score_positional_is_read(tmp_path):
-    config = score_script().parse_args([str(tmp_path / "p.jsonl"), "--bootstrap", "10"])
+    from rrg.score.command import parse_args
+
+    config = parse_args([str(tmp_path / "p.jsonl"), "--bootstrap", "10"])
     assert config.predictions == tmp_path / "p.jsonl" and config.bootstrap == 10
