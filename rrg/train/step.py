@@ -321,6 +321,9 @@ def preflight_entries(
             problems.append(f"{where}: duplicate id {entry.id!r} (first at {seen[entry.id]})")
             continue
         seen[entry.id] = where
+        if not entry.response.strip():  # a split may lack reports (own images, eval only): not for training
+            problems.append(f"{where}: no report (field 'response') to train on")
+            continue
         entries.append(entry)
 
     def check(entry: Entry) -> str | None:
