@@ -13,7 +13,8 @@
 # download does not have (without it r2gen is skipped, and said so). Settings (environment): DATA (a
 # Kaggle-format folder; only its two CSVs are read), ANNOTATION (R2Gen's annotation.json), WORK (splits and
 # predictions, not committed; emptied only if this script made it), OUT (files replaced in place, never deleted),
-# BOOTSTRAP (resamples), SCORE_FLAGS (extra eval/score.py flags for every card).
+# BOOTSTRAP (resamples), SCORE_FLAGS (extra eval/score.py flags for every card), PROTOCOLS (a subset, e.g.
+# PROTOCOLS=reference; the summary and figure still gather every protocol's cards in OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_checks.sh
@@ -25,7 +26,7 @@ OUT=${OUT:-results/baselines}
 BOOTSTRAP=${BOOTSTRAP:-1000}
 read -r -a EXTRA <<<"${SCORE_FLAGS:-}"
 METHODS=(constant random nearest_indication prompt_oracle reference_copy)
-PROTOCOLS=(clean r2gen reference)
+read -r -a PROTOCOLS <<<"${PROTOCOLS:-clean r2gen reference}"  # e.g. PROTOCOLS=reference: one protocol
 START=$SECONDS
 step() { printf '\n== %s (%d s)\n' "$*" $((SECONDS - START)); }
 
@@ -33,8 +34,8 @@ step() { printf '\n== %s (%d s)\n' "$*" $((SECONDS - START)); }
 for f in "$DATA/indiana_reports.csv" "$DATA/indiana_projections.csv"; do
   [ -f "$f" ] || { echo "error: $f is missing: run python data/download.py --out $DATA (or set DATA=...)" >&2; exit 1; }
 done
-if [ ! -f "$ANNOTATION" ]; then  # a Kaggle download does not have it: run the two protocols that need none
-  PROTOCOLS=(clean reference)
+if [ ! -f "$ANNOTATION" ] && [[ " ${PROTOCOLS[*]} " == *" r2gen "* ]]; then  # a Kaggle download lacks it
+  kept=(); for p in "${PROTOCOLS[@]}"; do [ "$p" = r2gen ] || kept+=("$p"); done; PROTOCOLS=("${kept[@]}")
   echo "note: R2Gen's annotation.json not found at $ANNOTATION (a Kaggle download does not have it; set" \
     "ANNOTATION=...): the r2gen protocol is skipped, $OUT/r2gen is left as it was" >&2
 fi
