@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -27,6 +28,7 @@ import rrg.train.setup
 import train_lora
 from rrg.cli import shared_data_dir
 from rrg.data.protocols import ReferenceEntry
+from rrg.report.results import STANDARD_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = shared_data_dir()
@@ -392,3 +394,73 @@ def main(scripts: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+# --------------------------------------------------------------------------- score cards and figures
+
+
+def load_plot_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"plot_{name}", REPO / "plot" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def _section(scale: float) -> dict:
+    return {m: round(scale * (0.5 - 0.05 * i), 6) for i, m in enumerate(STANDARD_METRICS)}
+
+
+def write_card(
+    path: Path,
+    scale: float = 1.0,
+    *,
+    legacy: bool = False,
+    control: bool = False,
+    ci: bool = True,
+    **settings,
+) -> Path:
+    metrics = {
+        "report": _section(scale),
+        "findings": _section(scale * 0.9),
+        "impression": _section(scale * 0.7),
+    }
+    card = {
+        "metrics": metrics,
+        "counts": {"lines": 10, "studies": 10, "scored": 10},
+        "settings": {"normalize": True, "per_image": False, **settings},
+        "versions": {"pycocoevalcap": "1.2"},
+    }
+    if ci:
+        card["ci95"] = {s: {m: [v - 0.02, v + 0.02] for m, v in ms.items()} for s, ms in metrics.items()}
+    if legacy:
+        legacy_findings = {
+            "B-1": 0.61,
+            "B-2": 0.42,
+            "B-3": 0.33,
+            "B-4": 0.2468,
+            "METEOR": 0.3579,
+            "ROUGE-1": 0.5,
+        }
+        legacy_findings |= {"ROUGE-2": 0.3, "ROUGE-L": 0.4812, "Precision": 0.5, "Recall": 0.5, "F1": 0.5}
+        card["legacy"] = {
+            "findings": legacy_findings,
+            "impression": dict(legacy_findings),
+            "unparsed_predictions": 2,
+        }
+    if control:
+        card["image_control"] = {
+            "condition": "blank",
+            "metrics": {s: {m: v / 2 for m, v in ms.items()} for s, ms in metrics.items()},
+            "delta": {s: {m: v / 2 for m, v in ms.items()} for s, ms in metrics.items()},
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card))
+    return path
+
+
+def assert_png(path: Path) -> Image.Image:
+    assert path.exists() and path.stat().st_size > 10_000, f"{path} missing or nearly empty"
+    image = Image.open(path)
+    assert image.format == "PNG"
+    return image

@@ -254,6 +254,63 @@ RAW_TEXT_NOTE = (
 )
 
 
+def pick_studies(records: list[dict], study_ids: list[str], per_image: bool) -> list[dict]:
+    """The lines that are scored: every line with per_image, else each study's first (file order)."""
+    kept, seen = [], set()
+    for record, study in zip(records, study_ids):
+        if per_image or study not in seen:
+            kept.append(record)
+        seen.add(study)
+    if dropped := len(records) - len(kept):
+        _say(f"scoring {len(kept)} studies once each: dropped {dropped} further view(s) of the same studies")
+    return kept
+
+
+@dataclass
+class SectionTexts:
+    """Each section's (hypotheses, references), the positions in the scored lines of its samples (the
+    bootstrap resamples studies by them), what was missing, and how many predictions were empty."""
+
+    texts: dict[str, tuple[list[str], list[list[str]]]]
+    rows: dict[str, list[int]]
+    missing: dict[str, dict[str, int]]
+    empty_predictions: int
+
+
+def section_texts(kept: list[dict], parse: Callable[..., Sections], normalize: bool) -> SectionTexts:
+    """Split every scored line's prediction and references into sections. A study whose references
+    lack a section does not count for that section."""
+    # Raw: every text exactly as given (only cut where a section heading was), byte for byte.
+    clean = normalize_report if normalize else str
+    empty_predictions = 0
+    missing = {s: {"prediction": 0, "reference": 0} for s in ("findings", "impression")}
+    texts: dict = {s: ([], []) for s in SECTIONS}
+    rows: dict = {s: [] for s in SECTIONS}
+    for i, record in enumerate(kept, start=1):
+        if not record["prediction"].strip():
+            empty_predictions += 1
+            if empty_predictions <= 5:
+                _say(f"warning: {record.get('_where', f'record {i}')}: empty prediction (scored as empty)")
+        pred = parse(record["prediction"], keep_spacing=not normalize)
+        refs = [parse(r, keep_spacing=not normalize) for r in _references(record)]
+        texts["report"][0].append(clean(pred.body))
+        texts["report"][1].append([clean(r.body) for r in refs])
+        rows["report"].append(i - 1)
+        for section in ("findings", "impression"):
+            pred_text = getattr(pred, section)
+            ref_texts = [getattr(r, section) for r in refs if getattr(r, section) is not None]
+            missing[section]["prediction"] += pred_text is None
+            if not ref_texts:
+                missing[section]["reference"] += 1
+                continue
+            texts[section][0].append(clean(pred_text or ""))
+            texts[section][1].append([clean(r) for r in ref_texts])
+            rows[section].append(i - 1)
+    if empty_predictions > 5:
+        _say(f"warning: {empty_predictions} empty predictions in all")
+    return SectionTexts(texts, rows, missing, empty_predictions)
+
+
 def score_records(
     records: list[dict],
     *,
@@ -270,7 +327,8 @@ def score_records(
     parse: Callable[..., Sections] = parse_sections,
     radeval=None,
 ) -> dict:
-    """Score generated reports; returns the metric card (see the README for its keys).
+    """Score generated reports; returns the metric card (docs/formats.md lists its keys): the studies
+    picked (pick_studies), their section texts (section_texts), then every block of the card.
 
     records: dicts with "prediction" and "reference" (a string or a list of strings), optionally
     "study_id", "images", "id". Unless per_image, only the first line of each study (file order) is
@@ -301,43 +359,11 @@ def score_records(
     check_backends(labeler, radgraph, uncertain)  # a missing optional package fails before the slow part
 
     study_ids = [_study_id(r) for r in records]
-    kept, seen = [], set()
-    for record, study in zip(records, study_ids):
-        if per_image or study not in seen:
-            kept.append(record)
-        seen.add(study)
+    kept = pick_studies(records, study_ids, per_image)
     dropped = len(records) - len(kept)
-    if dropped:
-        _say(f"scoring {len(kept)} studies once each: dropped {dropped} further view(s) of the same studies")
-
-    # Raw: every text exactly as given (only cut where a section heading was), byte for byte.
-    clean = normalize_report if normalize else str
-    empty_predictions = 0
-    missing = {s: {"prediction": 0, "reference": 0} for s in ("findings", "impression")}
-    texts = {s: ([], []) for s in SECTIONS}  # section -> (hyps, refs)
-    rows = {s: [] for s in SECTIONS}  # section -> positions in `kept` of its samples (for the bootstrap)
-    for i, record in enumerate(kept, start=1):
-        if not record["prediction"].strip():
-            empty_predictions += 1
-            if empty_predictions <= 5:
-                _say(f"warning: {record.get('_where', f'record {i}')}: empty prediction (scored as empty)")
-        pred = parse(record["prediction"], keep_spacing=not normalize)
-        refs = [parse(r, keep_spacing=not normalize) for r in _references(record)]
-        texts["report"][0].append(clean(pred.body))
-        texts["report"][1].append([clean(r.body) for r in refs])
-        rows["report"].append(i - 1)
-        for section in ("findings", "impression"):
-            pred_text = getattr(pred, section)
-            ref_texts = [getattr(r, section) for r in refs if getattr(r, section) is not None]
-            missing[section]["prediction"] += pred_text is None
-            if not ref_texts:  # nothing to compare with: the study does not count for this section
-                missing[section]["reference"] += 1
-                continue
-            texts[section][0].append(clean(pred_text or ""))
-            texts[section][1].append([clean(r) for r in ref_texts])
-            rows[section].append(i - 1)
-    if empty_predictions > 5:
-        _say(f"warning: {empty_predictions} empty predictions in all")
+    sections = section_texts(kept, parse, normalize)
+    texts, rows, missing = sections.texts, sections.rows, sections.missing
+    empty_predictions = sections.empty_predictions
 
     card: dict = {"metrics": {}}
     own_meteor = meteor is None

@@ -74,7 +74,7 @@ def test_make_tables_shows_the_recorded_split(tmp_path, protocol, label):
 
 @pytest.mark.slow
 def test_score_py_records_the_lines_split_in_the_card(tmp_path, monkeypatch):
-    score = _load("score_split", REPO / "eval" / "score.py")
+    import rrg.score.command as score
     split = split_record(_split_folder(tmp_path / "r2gen", "r2gen"))
     preds = tmp_path / "preds.jsonl"
     line = {"id": "1", "prediction": "no effusion", "reference": "no effusion", "split": split}

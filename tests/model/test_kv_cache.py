@@ -105,7 +105,9 @@ def test_eval_generation_uses_it(tiny, padded_inputs, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(PreallocatedLayer, "update", counting)
-    texts = generate_from_inputs(model, processor, padded_inputs, GenerationSettings(max_new_tokens=3))
+    texts = generate_from_inputs(
+        model, processor, padded_inputs, GenerationSettings(max_new_tokens=3, decoder="generate")
+    )
     assert len(texts) == 2 and len(updates) >= 2 * layers(model)
     updates.clear()
     static = GenerationSettings(max_new_tokens=3, cache_implementation="static")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -17,79 +16,22 @@ from rrg.report.results import (
     R2GEN_SPLIT,
     REFERENCE_SPLIT_PER_IMAGE,
     REFERENCE_SPLIT_PER_STUDY,
-    STANDARD_METRICS,
     infer_split_label,
     load_literature,
     load_scores,
     load_train_log,
 )
+from tests.helpers import assert_png, load_plot_script, write_card
 
 PLOT_DIR = Path(__file__).resolve().parents[2] / "plot"
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"plot_{name}", PLOT_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+
+make_tables = load_plot_script("make_tables")
+training_curves = load_plot_script("training_curves")
+metrics_plot = load_plot_script("metrics")
 
 
-make_tables = _load_script("make_tables")
-training_curves = _load_script("training_curves")
-metrics_plot = _load_script("metrics")
-
-
-def _section(scale: float) -> dict:
-    return {m: round(scale * (0.5 - 0.05 * i), 6) for i, m in enumerate(STANDARD_METRICS)}
-
-
-def write_card(
-    path: Path,
-    scale: float = 1.0,
-    *,
-    legacy: bool = False,
-    control: bool = False,
-    ci: bool = True,
-    **settings,
-) -> Path:
-    metrics = {
-        "report": _section(scale),
-        "findings": _section(scale * 0.9),
-        "impression": _section(scale * 0.7),
-    }
-    card = {
-        "metrics": metrics,
-        "counts": {"lines": 10, "studies": 10, "scored": 10},
-        "settings": {"normalize": True, "per_image": False, **settings},
-        "versions": {"pycocoevalcap": "1.2"},
-    }
-    if ci:
-        card["ci95"] = {s: {m: [v - 0.02, v + 0.02] for m, v in ms.items()} for s, ms in metrics.items()}
-    if legacy:
-        legacy_findings = {
-            "B-1": 0.61,
-            "B-2": 0.42,
-            "B-3": 0.33,
-            "B-4": 0.2468,
-            "METEOR": 0.3579,
-            "ROUGE-1": 0.5,
-        }
-        legacy_findings |= {"ROUGE-2": 0.3, "ROUGE-L": 0.4812, "Precision": 0.5, "Recall": 0.5, "F1": 0.5}
-        card["legacy"] = {
-            "findings": legacy_findings,
-            "impression": dict(legacy_findings),
-            "unparsed_predictions": 2,
-        }
-    if control:
-        card["image_control"] = {
-            "condition": "blank",
-            "metrics": {s: {m: v / 2 for m, v in ms.items()} for s, ms in metrics.items()},
-            "delta": {s: {m: v / 2 for m, v in ms.items()} for s, ms in metrics.items()},
-        }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(card))
-    return path
 
 
 def write_log(run_dir: Path, steps: int = 40, eval_every: int = 10, lr: float = 2e-4) -> Path:
@@ -115,12 +57,6 @@ def write_log(run_dir: Path, steps: int = 40, eval_every: int = 10, lr: float = 
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 
-
-def assert_png(path: Path) -> Image.Image:
-    assert path.exists() and path.stat().st_size > 10_000, f"{path} missing or nearly empty"
-    image = Image.open(path)
-    assert image.format == "PNG"
-    return image
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -309,7 +245,7 @@ def _bench_row(losses, fp8=False, order="abc"):
 
 @pytest.mark.slow
 def test_benchmark_curves_compare_configurations_on_the_same_samples(tmp_path, monkeypatch):
-    curves = _load_script("benchmark_curves")
+    curves = load_plot_script("benchmark_curves")
     report = {"gpu": "Test GPU", "lora": [_bench_row([4.0, 2.0]), _bench_row([4.4, 2.0], fp8=True)]}
     lines, same_samples = curves.curves(report, "lora", "r.json")
     assert [name for name, _ in lines] == ["micro-batch 8 (first)", "fp8"] and same_samples

@@ -300,7 +300,9 @@ def test_real_radeval_reproduces_its_own_fixture_values():
 
 @pytest.mark.slow
 def test_table_has_a_column_per_radeval_metric_present(tmp_path):
-    from test_plots import assert_png, make_tables, write_card  # tests/ is on sys.path under pytest
+    from tests.helpers import assert_png, load_plot_script, write_card
+
+    make_tables = load_plot_script("make_tables")
 
     path = write_card(tmp_path / "results/rexrank/lora/scores.json")
     card = json.loads(path.read_text())
