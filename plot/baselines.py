@@ -13,7 +13,6 @@ from __future__ import annotations
 import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
 
 # isort: split
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.io import InputError, atomic_write_text, read_json_object
 from rrg.report.results import (
     R2GEN_SPLIT,
@@ -69,26 +68,13 @@ def clinical_f1(card: dict) -> dict[str, float | None]:
 
 @dataclass
 class BaselinesPlotConfig:
-    root: Path = Path("results/baselines")
-    out: Path = Path("results/baselines/baselines.png")
-    summary: Path | None = None
+    root: Path = flag(Path("results/baselines"), "folder of <protocol>/<method>.scores.json")
+    out: Path = flag(Path("results/baselines/baselines.png"), "PNG to write")
+    summary: Path | None = flag(None, "also write this Markdown table (None: no table)")
 
 
 def parse_args(argv: list[str] | None = None) -> BaselinesPlotConfig:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=BaselinesPlotConfig.root,
-        help="folder of <protocol>/<method>.scores.json (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=BaselinesPlotConfig.out, help="PNG to write (default: %(default)s)"
-    )
-    parser.add_argument("--summary", type=Path, help="also write this Markdown table (default: none)")
-    return BaselinesPlotConfig(**vars(parser.parse_args(argv)))
+    return parse_flags(BaselinesPlotConfig, argv, description=__doc__)
 
 
 @dataclass

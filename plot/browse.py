@@ -22,19 +22,19 @@ from __future__ import annotations
 import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
 
 # isort: split
-import argparse
 import base64
 import io
 import json
 import os
 import sys
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.data.entries import DEFAULT_IMAGE_DIR, verify_image
 from rrg.data.images import read_image
 from rrg.io import InputError, atomic_write_text
@@ -263,45 +263,32 @@ def build_page(
     return out
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class BrowseSettings:
+    results: str = flag(help="results folder holding predictions.jsonl (or the file itself)", positional=True)
+    compare: list[str] = flag(
+        help="other runs on the same studies, shown side by side", default_factory=list, metavar="RESULTS"
     )
-    parser.add_argument("results", help="results folder holding predictions.jsonl (or the file itself)")
-    parser.add_argument(
-        "--compare",
-        nargs="+",
-        default=[],
-        metavar="RESULTS",
-        help="other runs on the same studies, shown side by side (default: none)",
+    out: str = flag("runs/browse/index.html", "page to write", nonempty=True)
+    names: list[str] | None = flag(
+        None, "column name of each run, first run then --compare (None: folder names)"
     )
-    parser.add_argument(
-        "--out", default="runs/browse/index.html", help="page to write (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--names", nargs="+", help="column name of each run, first run then --compare (default: folder names)"
-    )
-    parser.add_argument(
-        "--image_dir", default=DEFAULT_IMAGE_DIR, help="folder holding the images (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--entries",
-        help="the split file the run was made from, for indications and view names (default: none)",
-    )
-    parser.add_argument(
-        "--thumbnails",
-        type=int,
-        default=0,
+    image_dir: str = flag(DEFAULT_IMAGE_DIR, "folder holding the images", nonempty=True)
+    entries: str | None = flag(None, "the split file the run was made from, for indications and view names")
+    thumbnails: int = flag(
+        0,
+        "embed JPEG thumbnails of at most PX pixels instead of linking the images (0: link)",
+        ge=0,
         metavar="PX",
-        help="embed JPEG thumbnails of at most PX pixels instead of linking the images (default: 0, link)",
     )
-    parser.add_argument("--title", help="page title (default: 'Cases: ' and the run names)")
-    parser.add_argument(
-        "--screenshot",
-        metavar="PNG",
-        help="also save a screenshot of the page from headless Chromium (default: none)",
+    title: str | None = flag(None, "page title (None: 'Cases: ' and the run names)")
+    screenshot: str | None = flag(
+        None, "also save a screenshot of the page from headless Chromium", metavar="PNG"
     )
-    return parser.parse_args(argv)
+
+
+def parse_args(argv: list[str] | None = None) -> BrowseSettings:
+    return parse_flags(BrowseSettings, argv, description=__doc__)
 
 
 @exits_on_input_error

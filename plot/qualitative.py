@@ -15,7 +15,6 @@ from __future__ import annotations
 import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
 
 # isort: split
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import matplotlib.pyplot as plt
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.data.entries import DEFAULT_IMAGE_DIR
 from rrg.data.images import read_image
 from rrg.io import InputError
@@ -216,38 +215,21 @@ def _save(fig, out: Path, dpi: int) -> list[Path]:
     return written
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("results", help="results folder holding predictions.jsonl (or the file itself)")
-    parser.add_argument(
-        "--out",
-        default="results/figures/qualitative.png",
-        help="PNG to write; the PDF goes beside it (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--ids", nargs="+", help="study ids to show, in this order (default: picked by --metric)"
-    )
-    parser.add_argument(
-        "--k", type=int, default=3, help="studies to pick when no --ids (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--metric",
-        default="ROUGE-L",
-        choices=STUDY_METRICS,
-        help="per-study metric the studies are picked by (default: %(default)s)",
-    )
-    parser.add_argument("--name", help="the run's name in the figure (default: the results folder name)")
-    parser.add_argument(
-        "--image_dir", default=DEFAULT_IMAGE_DIR, help="folder holding the images (default: %(default)s)"
-    )
-    parser.add_argument("--entries", help="the split file, for view names (default: none)")
-    parser.add_argument("--dpi", type=int, default=200, help="PNG resolution (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if args.k < 1:
-        parser.error("--k must be at least 1")
-    return args
+@dataclass
+class QualitativeSettings:
+    results: str = flag(help="results folder holding predictions.jsonl (or the file itself)", positional=True)
+    out: str = flag("results/figures/qualitative.png", "PNG to write; the PDF goes beside it", nonempty=True)
+    ids: list[str] | None = flag(None, "study ids to show, in this order (None: picked by --metric)")
+    k: int = flag(3, "studies to pick when no --ids", ge=1)
+    metric: str = flag("ROUGE-L", "per-study metric the studies are picked by", choices=STUDY_METRICS)
+    name: str | None = flag(None, "the run's name in the figure (None: the results folder name)")
+    image_dir: str = flag(DEFAULT_IMAGE_DIR, "folder holding the images", nonempty=True)
+    entries: str | None = flag(None, "the split file, for view names")
+    dpi: int = flag(200, "PNG resolution", ge=1)
+
+
+def parse_args(argv: list[str] | None = None) -> QualitativeSettings:
+    return parse_flags(QualitativeSettings, argv, description=__doc__)
 
 
 @exits_on_input_error

@@ -16,7 +16,6 @@ from __future__ import annotations
 import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
 
 # isort: split
-import argparse
 import json
 import os
 import random
@@ -24,11 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from rrg.cli import exits_on_input_error, shared_data_dir
+from rrg.cli import exits_on_input_error, flag, parse_flags, shared_data_dir
 from rrg.io import InputError, atomic_write_json
 from rrg.report.browser import headless_chromium
 
@@ -143,28 +143,20 @@ def summary(values: list[float]) -> str:
     return f"{values[len(values) // 2]:.0f} (min {values[0]:.0f}, max {values[-1]:.0f})"
 
 
+@dataclass
+class BrowseBenchmarkSettings:
+    studies: int = flag(1251, "studies in the synthetic run", ge=1)
+    loads: int = flag(3, "page loads timed per page", ge=1)
+    seed: int = flag(0, "sampling and shuffling seed", ge=0)
+    json: str | None = flag(None, "also write the numbers to this JSON file")
+    shared_data: Path = flag(
+        shared_data_dir(), "the shared data folder ($RRG_SHARED_DATA, else ../shared/data)"
+    )
+
+
 @exits_on_input_error
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--studies", type=int, default=1251, help="studies in the synthetic run (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--loads", type=int, default=3, help="page loads timed per page (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="sampling and shuffling seed (default: %(default)s)"
-    )
-    parser.add_argument("--json", help="also write the numbers to this JSON file (default: none)")
-    parser.add_argument(
-        "--shared_data",
-        type=Path,
-        default=shared_data_dir(),
-        help="the shared data folder (default: $RRG_SHARED_DATA or ../shared/data)",
-    )
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_flags(BrowseBenchmarkSettings, argv, description=__doc__)
     # The load average says how busy the machine was: timings on a shared box vary with it.
     results = {
         "studies": args.studies,

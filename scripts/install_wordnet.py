@@ -22,15 +22,16 @@ from __future__ import annotations
 import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
 
 # isort: split
-import argparse
 import shutil
 import sys
 import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from rrg.cli import flag, parse_flags
 from rrg.io import atomic_write_text, replace_dir
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
@@ -154,26 +155,18 @@ def _absent(staging: Path) -> None:
     raise FileNotFoundError(f"absent; install it with: {APT_COMMAND}")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class WordnetSettings:
+    nltk_data: Path | None = flag(
+        None,
+        "nltk data folder to install into (None: the first folder nltk searches: $NLTK_DATA or ~/nltk_data)",
     )
-    parser.add_argument(
-        "--nltk_data",
-        type=Path,
-        default=None,
-        help="nltk data folder to install into (default: the first folder nltk searches: $NLTK_DATA or ~/nltk_data)",
-    )
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=DEBIAN_WORDNET,
-        help=f"Debian's WordNet database (default: {DEBIAN_WORDNET})",
-    )
-    parser.add_argument(
-        "--no_download", action="store_true", help="skip nltk.download, which needs network (default: try it)"
-    )
-    return parser.parse_args(argv)
+    source: Path = flag(DEBIAN_WORDNET, "Debian's WordNet database")
+    no_download: bool = flag(False, "skip nltk.download, which needs network")
+
+
+def parse_args(argv: list[str] | None = None) -> WordnetSettings:
+    return parse_flags(WordnetSettings, argv, description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,16 +17,16 @@ from __future__ import annotations
 import rrg.quiet  # noqa: F401 - first: known third-party warnings are filtered before they print
 
 # isort: split
-import argparse
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rrg.cli import exits_on_input_error
+from rrg.cli import exits_on_input_error, flag, parse_flags
 from rrg.io import InputError, atomic_write_json
 from rrg.score.clinical.f1 import binarize, confusion_counts, prf
 from rrg.score.clinical.labeler import OBSERVATIONS, POSITIVE, UNCERTAIN, label_reports, report_mentions
@@ -36,30 +36,16 @@ BAR_MICRO_F1 = 0.85
 BAR_PER_OBSERVATION = (20, 0.75)  # observations with >= 20 MeSH positives need F1 >= 0.75
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data_dir",
-        type=Path,
-        default=Path("data/iu_xray"),
-        help="folder holding indiana_reports.csv (default: data/iu_xray)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("results/labeler_validation.json"),
-        help="JSON result (default: results/labeler_validation.json)",
-    )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=3,
-        help="disagreements printed per observation and kind (fp/fn) (default: 3)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the disagreement sample (default: 0)")
-    return parser.parse_args(argv)  # fmt: skip
+@dataclass
+class ValidateLabelerSettings:
+    data_dir: Path = flag(Path("data/iu_xray"), "folder holding indiana_reports.csv")
+    out: Path = flag(Path("results/labeler_validation.json"), "JSON result")
+    samples: int = flag(3, "disagreements printed per observation and kind (fp/fn)", ge=0)
+    seed: int = flag(0, "seed of the disagreement sample", ge=0)
+
+
+def parse_args(argv: list[str] | None = None) -> ValidateLabelerSettings:
+    return parse_flags(ValidateLabelerSettings, argv, description=__doc__)
 
 
 def load_reports(data_dir: Path) -> tuple[pd.DataFrame, dict[str, int]]:

@@ -214,6 +214,7 @@ def test_committed_validation_hangs_together():
 @pytest.mark.slow
 def test_validation_script_counts_by_hand(tmp_path, capsys):
     import importlib.util
+    import sys
 
     from tests.helpers import REPO
 
@@ -231,6 +232,7 @@ def test_validation_script_counts_by_hand(tmp_path, capsys):
         "validate_labeler", REPO / "scripts" / "validate_labeler.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its settings dataclass resolves its type hints there
     spec.loader.exec_module(module)
     out = module.main(["--data_dir", str(tmp_path), "--out", str(tmp_path / "v.json")])
     assert out["counts"] == {"reports": 6, "no_text": 1, "not_annotated": 1, "validated": 4}
