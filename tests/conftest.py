@@ -84,3 +84,17 @@ def asked(monkeypatch) -> list[str]:
     monkeypatch.setattr(rrg.score.card, "score_records", lambda records, **kw: {"metrics": {}, "counts": {}})
     monkeypatch.setattr(rrg.score.card, "format_card", lambda card: "card")
     return prompts
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """Headless Chromium for the case browser's tests (skipped, saying why, where it is not installed)."""
+    from rrg.io import InputError
+    from rrg.report.browser import find_chromium, headless_chromium
+
+    try:
+        find_chromium()
+    except InputError as e:
+        pytest.skip(str(e))
+    with headless_chromium(1300, 900) as chrome:
+        yield chrome

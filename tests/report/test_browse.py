@@ -135,16 +135,6 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
 # In headless Chromium
 
 
-@pytest.fixture(scope="module")
-def driver():
-    from rrg.report.browser import find_chromium, headless_chromium
-
-    try:
-        find_chromium()
-    except InputError as e:
-        pytest.skip(str(e))
-    with headless_chromium(1300, 900) as chrome:
-        yield chrome
 
 
 def _open(driver, page: Path) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from rrg.io import InputError
 from tests.helpers import shared_path, write_runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,16 +62,6 @@ def test_page_data_carries_the_cards_uncertain_policy(tmp_path, uncertain, expec
     assert f'"uncertain_as":"{expected}"' in html
 
 
-@pytest.fixture(scope="module")
-def driver():
-    from rrg.report.browser import find_chromium, headless_chromium
-
-    try:
-        find_chromium()
-    except InputError as e:
-        pytest.skip(str(e))
-    with headless_chromium(1300, 900) as chrome:
-        yield chrome
 
 
 def _cells(driver) -> dict[str, str]:

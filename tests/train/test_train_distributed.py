@@ -15,15 +15,10 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from rrg.lock import output_lock
-from tests.helpers import free_port, join_process_group
+from tests.helpers import PER_IMAGE, free_port, join_process_group
+from tests.helpers import REPORTS as ALL_REPORTS
 
-PER_IMAGE = 16
-REPORTS = [
-    "Findings: The heart is normal in size. Impression: No acute disease.",
-    "Findings: Mild cardiomegaly; small left pleural effusion. Impression: Cardiomegaly with effusion.",
-    "Findings: Clear lungs. Impression: Normal chest.",
-    "Findings: Right lower lobe opacity. Impression: Pneumonia.",
-]
+REPORTS = ALL_REPORTS[:4]
 
 
 def write_split(folder: Path) -> Path:
