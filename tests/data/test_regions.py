@@ -114,7 +114,7 @@ def test_score_regions_reads_structured_and_splits_free_text():
 
 @pytest.mark.slow
 def test_plot_regions_draws_and_tabulates(tmp_path, capsys):
-    from plot.regions import main
+    from rrg.report.regions_figure import main
 
     def card(bleu: float) -> dict:
         metrics = dict.fromkeys(("BLEU-1", "BLEU-2", "BLEU-3", "METEOR", "ROUGE-L", "CIDEr"), 0.5)
