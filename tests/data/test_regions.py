@@ -11,6 +11,7 @@ from rrg.data.regions import (
     fit,
     format_regions,
     gold_sentences,
+    gold_units,
     load_classifier,
     parse_regions,
     read_region_file,
@@ -69,6 +70,17 @@ def test_gold_sentences_align_rewritten_and_split_sentences():
                "within normal limits.", "lung": "Lungs are clear.", "bone": "", "others": ""}  # fmt: skip
     gold = gold_sentences(regions, report)
     assert [g for _, g in gold] == [frozenset({"heart", "mediastinal"}), frozenset({"lung"}), frozenset()]
+
+
+def test_gold_units_keep_the_placed_sentences_and_count_the_rest():
+    report = "Cardiac and mediastinal contours are within normal limits. The lungs are clear. 2 images."
+    regions = {"heart": "Cardiac contours are within normal limits.", "mediastinal": "Mediastinal contours are "
+               "within normal limits.", "lung": "Lungs are clear.", "bone": "", "others": ""}  # fmt: skip
+    units, unassigned = gold_units({"s1": regions}, {"s1": report}, [{"id": "s1"}])
+    assert [g for _, g in units] == [frozenset({"heart", "mediastinal"}), frozenset({"lung"})]
+    assert unassigned == 1  # "2 images." is in no region
+    with pytest.raises(InputError, match="id 's2' is not in the R2Gen annotation"):
+        gold_units({"s1": regions}, {"s1": report}, [{"id": "s2"}])
 
 
 def test_region_file_errors_name_the_entry(tmp_path):
