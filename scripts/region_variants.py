@@ -22,10 +22,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_union
 from sklearn.preprocessing import MultiLabelBinarizer
 from tqdm.auto import tqdm
-from validate_regions import aligned
 
 from rrg.cli import exits_on_input_error, flag, parse_flags
-from rrg.data.regions import REGIONS, normalise, read_region_file
+from rrg.data.regions import REGIONS, gold_units, normalise, read_region_file
 from rrg.io import InputError, read_json_object
 
 VARIANTS = [  # (features, previous sentence, C)
@@ -55,7 +54,7 @@ def units(raw: dict, regions: dict, reports: dict, split: str) -> tuple[list, li
     """The split's (sentence, gold) units in report order, and each one's study id."""
     out, studies = [], []
     for item in raw[split]:
-        found, _ = aligned(regions, reports, [item])
+        found, _ = gold_units(regions, reports, [item])
         out += found
         studies += [item["id"]] * len(found)
     return out, studies

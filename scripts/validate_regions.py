@@ -29,7 +29,7 @@ from rrg.data.regions import (
     MODEL_PATH,
     REGIONS,
     fit,
-    gold_sentences,
+    gold_units,
     normalise,
     read_region_file,
     save_classifier,
@@ -83,22 +83,6 @@ def score(predicted: list[tuple[str, ...]], gold: list[frozenset[str]]) -> dict:
     }
 
 
-def aligned(
-    regions: dict[str, dict[str, str]], reports: dict[str, str], split: list[dict]
-) -> tuple[list, int]:
-    units, unassigned = [], 0
-    for item in split:
-        sid = item["id"]
-        if sid not in reports:
-            raise InputError(f"region file: id {sid!r} is not in the R2Gen annotation")
-        for sentence, gold in gold_sentences(regions[sid], reports[sid]):
-            if gold:
-                units.append((sentence, gold))
-            else:
-                unassigned += 1
-    return units, unassigned
-
-
 def _most_frequent(counts: Counter):
     """The most frequent key; ties go to the smallest in sorted order (set order varies between runs)."""
     return min(counts, key=lambda k: (-counts[k], sorted(k) if isinstance(k, frozenset) else k))
@@ -121,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     regions = read_region_file(args.regions)
     annotation = read_json_object(args.annotation)
     reports = {e["id"]: e["report"] for split in annotation.values() for e in split}
-    train, train_unassigned = aligned(regions, reports, raw["train"])
-    val, val_unassigned = aligned(regions, reports, raw["val"])
+    train, train_unassigned = gold_units(regions, reports, raw["train"])
+    val, val_unassigned = gold_units(regions, reports, raw["val"])
 
     classifier = fit([s for s, _ in train], [g for _, g in train])
     save_classifier(classifier, args.model_out)

@@ -1,6 +1,10 @@
 """What several test files share: paths of the shared data, tiny training runs, case-browser runs,
 and `python tests/helpers.py SCRIPT...` (test_cli_help's driver: each script's --help in a child
-forked from one process that imported the heavy libraries once)."""
+forked from one process that imported the heavy libraries once).
+
+`train_lora` is train_lora.py loaded by its path, the one script a test runs in-process: its main() and
+loop stay in the script so the recipe reads top to bottom, and a subprocess per tiny run (about 40 of them)
+would add ~11 s of imports each and lose the monkeypatched faults the tests inject."""
 
 from __future__ import annotations
 
@@ -25,12 +29,23 @@ from PIL import Image
 
 import rrg.train.settings
 import rrg.train.setup
-import train_lora
 from rrg.cli import shared_data_dir
 from rrg.data.protocols import ReferenceEntry
 from rrg.report.results import STANDARD_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_train_lora():
+    spec = importlib.util.spec_from_file_location("train_lora", REPO / "train_lora.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: pickles and dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module
+
+
+train_lora = _load_train_lora()
+
 SHARED_DATA = shared_data_dir()
 
 
@@ -341,72 +356,6 @@ CLINICAL = {
 }
 
 
-PRELOAD = ("numpy", "pandas", "torch", "transformers", "peft", "accelerate", "matplotlib.pyplot", "PIL.Image")
-TIMEOUT_S = 120
-
-
-def run_help(script: str, workdir: str) -> dict:
-    out_path, err_path = os.path.join(workdir, "out"), os.path.join(workdir, "err")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child: a script run as `python SCRIPT --help`
-        code = 1
-        try:
-            with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-            sys.argv = [script, "--help"]
-            sys.path[0] = os.path.dirname(os.path.abspath(script))
-            try:
-                runpy.run_path(script, run_name="__main__")
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            except BaseException:
-                traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    deadline = time.monotonic() + TIMEOUT_S
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            done = os.waitpid(pid, 0)
-            break
-        time.sleep(0.02)
-    code = os.waitstatus_to_exitcode(done[1])
-    with open(out_path) as out, open(err_path) as err:
-        return {"code": code, "stdout": out.read(), "stderr": err.read()}
-
-
-def main(scripts: list[str]) -> None:
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # as on a machine without a GPU
-    for name in PRELOAD:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    results = {}
-    for script in scripts:
-        with tempfile.TemporaryDirectory() as workdir:
-            results[script] = run_help(script, workdir)
-    print(json.dumps(results))
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
-
-
-# --------------------------------------------------------------------------- score cards and figures
-
-
-def load_plot_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"plot_{name}", REPO / "plot" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
 def _section(scale: float) -> dict:
     return {m: round(scale * (0.5 - 0.05 * i), 6) for i, m in enumerate(STANDARD_METRICS)}
 
@@ -464,3 +413,58 @@ def assert_png(path: Path) -> Image.Image:
     image = Image.open(path)
     assert image.format == "PNG"
     return image
+
+
+PRELOAD = ("numpy", "pandas", "torch", "transformers", "peft", "accelerate", "matplotlib.pyplot", "PIL.Image")
+TIMEOUT_S = 120
+
+
+def run_help(script: str, workdir: str) -> dict:
+    out_path, err_path = os.path.join(workdir, "out"), os.path.join(workdir, "err")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: a script run as `python SCRIPT --help`
+        code = 1
+        try:
+            with open(out_path, "wb") as out, open(err_path, "wb") as err:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+            sys.argv = [script, "--help"]
+            try:
+                runpy.run_path(script, run_name="__main__")
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:
+                traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + TIMEOUT_S
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            done = os.waitpid(pid, 0)
+            break
+        time.sleep(0.02)
+    code = os.waitstatus_to_exitcode(done[1])
+    with open(out_path) as out, open(err_path) as err:
+        return {"code": code, "stdout": out.read(), "stderr": err.read()}
+
+
+def main(scripts: list[str]) -> None:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # as on a machine without a GPU
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    results = {}
+    for script in scripts:
+        with tempfile.TemporaryDirectory() as workdir:
+            results[script] = run_help(script, workdir)
+    print(json.dumps(results))
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+

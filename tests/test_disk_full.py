@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-import train_lora
 from rrg.generate import run as evaluate
 from rrg.io import is_disk_full
+from tests.helpers import train_lora
 
 TORCH_WRITER_FAILED = (
     "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"

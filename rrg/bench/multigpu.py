@@ -481,7 +481,6 @@ def main() -> None:
 
     if not torch.cuda.is_available():
         sys.exit("error: this benchmark needs CUDA GPUs")
-    sys.path.insert(0, str(REPO / "scripts"))
     available = torch.cuda.device_count()
     gpu_counts = [n for n in map(int, cfg.gpus.split(",")) if n <= available]
     gpu = torch.cuda.get_device_name()

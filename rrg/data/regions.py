@@ -255,5 +255,22 @@ _STOP = frozenset(
 )
 
 
+def gold_units(
+    regions: dict[str, dict[str, str]], reports: dict[str, str], split: list[dict]
+) -> tuple[list, int]:
+    """The (sentence, gold regions) of every study in split, and how many sentences had no region."""
+    units, unassigned = [], 0
+    for item in split:
+        sid = item["id"]
+        if sid not in reports:
+            raise InputError(f"region file: id {sid!r} is not in the R2Gen annotation")
+        for sentence, gold in gold_sentences(regions[sid], reports[sid]):
+            if gold:
+                units.append((sentence, gold))
+            else:
+                unassigned += 1
+    return units, unassigned
+
+
 def _content(sentence: str) -> set[str]:
     return set(normalise(sentence).split()) - _STOP

@@ -208,8 +208,8 @@ def test_study_without_images_errors_or_counted_skip(tmp_path, iu_xray_dir):
 
 @pytest.mark.slow
 def test_report2json_cli_and_plot(kaggle_dir, tmp_path, iu_xray_dir):
-    from data.report2json import main as report2json
-    from plot.dataset import main as plot_dataset
+    from rrg.data.report2json import main as report2json
+    from rrg.report.dataset_figure import main as plot_dataset
 
     out = tmp_path / "out"
     out.mkdir()

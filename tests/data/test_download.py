@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from data.download import main as download
 from rrg.data.download import verify
+from rrg.data.download_command import main as download
 
 SAMPLE_UIDS = (1, 2, 4, 5)
 

@@ -3,9 +3,7 @@ the leak audit and printed at the end of data/report2json.py, never silent."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,11 +25,9 @@ def test_split_counts_studies_without_frontal():
 
 
 def report2json():
-    spec = importlib.util.spec_from_file_location("report2json_script", REPO / "data" / "report2json.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from rrg.data import report2json
+
+    return report2json
 
 
 @pytest.mark.slow

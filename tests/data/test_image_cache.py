@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -62,14 +60,8 @@ def test_resumes_and_refuses_another_configuration(tmp_path):
 
 @pytest.mark.slow
 def test_script_in_parallel(tmp_path):
-    import importlib.util
+    from rrg.data import resize_cache as module
 
-    from tests.helpers import REPO
-
-    spec = importlib.util.spec_from_file_location("resize_cache", REPO / "scripts" / "resize_cache.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["resize_cache"] = module  # its dataclass needs its module registered
-    spec.loader.exec_module(module)
     source = source_folder(tmp_path / "src")
     assert module.main(["--image_dir", str(source), "--out", str(tmp_path / "c"), "--workers", "2", "--max_side", "128"]) == 0
     assert sorted(p.name for p in (tmp_path / "c").rglob("*.*") if p.suffix != ".json") == [

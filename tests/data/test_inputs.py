@@ -278,12 +278,9 @@ def test_a_decompression_bomb_in_eval_is_one_line_before_any_model(tmp_path, ask
 
 
 def _browse_module():
-    import importlib.util
+    from rrg.report import browse
 
-    spec = importlib.util.spec_from_file_location("plot_browse_inputs", REPO / "plot" / "browse.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return browse
 
 
 def _browse_run(tmp_path: Path) -> tuple[Path, Path]:

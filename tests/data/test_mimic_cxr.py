@@ -46,7 +46,7 @@ def test_impression_target_and_frontal_only(tmp_path):
 
 
 def test_cli_writes_files_the_trainer_reads(tmp_path):
-    from data.report2json import main
+    from rrg.data.report2json import main
 
     data, reports = make_mimic(tmp_path, mimic_studies(), reports_zip=True)
     out = tmp_path / "splits"

@@ -64,7 +64,7 @@ def test_csv_with_reports_and_indications(tmp_path):
 
 @pytest.mark.slow
 def test_cli_then_eval_generates_and_says_scoring_is_skipped(tmp_path, monkeypatch, capsys):
-    from data.report2json import main
+    from rrg.data.report2json import main
 
     folder = image_folder(tmp_path / "mine")
     out = tmp_path / "split"

@@ -47,7 +47,7 @@ def test_region_file_wins_where_it_has_the_study(table, tmp_path):
 
 @pytest.mark.slow
 def test_report2json_refuses_regions_with_reference_protocol(capsys):
-    from data.report2json import main
+    from rrg.data.report2json import main
 
     with pytest.raises(SystemExit):
         main(["--protocol", "reference", "--regions", "classifier"])

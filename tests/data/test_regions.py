@@ -11,6 +11,7 @@ from rrg.data.regions import (
     fit,
     format_regions,
     gold_sentences,
+    gold_units,
     load_classifier,
     parse_regions,
     read_region_file,
@@ -71,6 +72,17 @@ def test_gold_sentences_align_rewritten_and_split_sentences():
     assert [g for _, g in gold] == [frozenset({"heart", "mediastinal"}), frozenset({"lung"}), frozenset()]
 
 
+def test_gold_units_keep_the_placed_sentences_and_count_the_rest():
+    report = "Cardiac and mediastinal contours are within normal limits. The lungs are clear. 2 images."
+    regions = {"heart": "Cardiac contours are within normal limits.", "mediastinal": "Mediastinal contours are "
+               "within normal limits.", "lung": "Lungs are clear.", "bone": "", "others": ""}  # fmt: skip
+    units, unassigned = gold_units({"s1": regions}, {"s1": report}, [{"id": "s1"}])
+    assert [g for _, g in units] == [frozenset({"heart", "mediastinal"}), frozenset({"lung"})]
+    assert unassigned == 1  # "2 images." is in no region
+    with pytest.raises(InputError, match="id 's2' is not in the R2Gen annotation"):
+        gold_units({"s1": regions}, {"s1": report}, [{"id": "s2"}])
+
+
 def test_region_file_errors_name_the_entry(tmp_path):
     path = tmp_path / "regions.json"
     path.write_text(json.dumps({"val": [{"id": "CXR1_IM-1", "report": {"lung": "x", "liver": "y"}}]}))
@@ -114,7 +126,7 @@ def test_score_regions_reads_structured_and_splits_free_text():
 
 @pytest.mark.slow
 def test_plot_regions_draws_and_tabulates(tmp_path, capsys):
-    from plot.regions import main
+    from rrg.report.regions_figure import main
 
     def card(bleu: float) -> dict:
         metrics = dict.fromkeys(("BLEU-1", "BLEU-2", "BLEU-3", "METEOR", "ROUGE-L", "CIDEr"), 0.5)

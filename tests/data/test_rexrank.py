@@ -12,7 +12,7 @@ from tests.helpers import shared_path
 
 
 def _splits(tmp_path, iu_xray_dir, *flags):
-    from data.report2json import main
+    from rrg.data.report2json import main
 
     rexrank = shared_path("rexrank", "ReXRank_IUXray_test.json").parent
     out = tmp_path / "splits"
@@ -89,7 +89,7 @@ def _predictions(test: dict) -> list[dict]:
 
 @pytest.mark.slow
 def test_submission_round_trips_exactly(tmp_path):
-    from eval.rexrank_submission import main
+    from rrg.data.rexrank_submission import main
 
     test_path = shared_path("rexrank", "ReXRank_IUXray_test.json")
     test = json.loads(test_path.read_text())
@@ -143,15 +143,8 @@ def test_findings_section_of_a_prediction_for_the_findings_board():
 
 @pytest.mark.slow
 def test_table_sets_the_leaderboard_rows_beside_ours(tmp_path):
-    import importlib.util
-    import sys
+    from rrg.report import tables as make_tables
 
-    from tests.helpers import REPO
-
-    spec = importlib.util.spec_from_file_location("rexrank_make_tables", REPO / "plot" / "make_tables.py")
-    make_tables = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = make_tables  # dataclasses look their module up there
-    spec.loader.exec_module(make_tables)
     card = tmp_path / "results" / "rexrank" / "constant.scores.json"
     card.parent.mkdir(parents=True)
     card.write_text(

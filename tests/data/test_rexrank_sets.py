@@ -45,7 +45,7 @@ def test_labels_and_context():
 
 
 def test_rexrank_test_with_the_official_train(tmp_path):
-    from data.report2json import main
+    from rrg.data.report2json import main
 
     studies = mimic_studies()
     data, reports = make_mimic(tmp_path, studies)

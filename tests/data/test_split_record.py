@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,18 +12,6 @@ from rrg.io import InputError
 from rrg.report.results import R2GEN_SPLIT, UNKNOWN_SPLIT, infer_split_label, load_scores
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
 
 
 def _split_folder(root: Path, protocol: str | None) -> Path:
@@ -66,7 +52,8 @@ def test_make_tables_shows_the_recorded_split(tmp_path, protocol, label):
     split = {"file": "x/test_report.json", "name": "test", "protocol": protocol} if protocol else None
     card = load_scores(_card(tmp_path, split))
     assert infer_split_label(card) == label
-    tables = _load("make_tables_split", REPO / "plot" / "make_tables.py")
+    from rrg.report import tables
+
     config = tables.TableConfig(runs=[str(card.path)], out=str(tmp_path / "t"))
     rows = tables.rows_for_card(card, tables.parse_run_spec(str(card.path)), config)
     assert {row["Split"] for row in rows} == {label}
@@ -74,7 +61,8 @@ def test_make_tables_shows_the_recorded_split(tmp_path, protocol, label):
 
 @pytest.mark.slow
 def test_score_py_records_the_lines_split_in_the_card(tmp_path, monkeypatch):
-    import rrg.score.command as score
+    from rrg.score import command as score
+
     split = split_record(_split_folder(tmp_path / "r2gen", "r2gen"))
     preds = tmp_path / "preds.jsonl"
     line = {"id": "1", "prediction": "no effusion", "reference": "no effusion", "split": split}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import json
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from transformers import LlavaForConditionalGeneration
 from rrg.generate import batch as generate
 from rrg.generate import run as evaluate
 from rrg.generate.batch import GenerationSettings, blank_like, encode_batch, generate_batch
+from rrg.generate.run import main as run_eval
 from rrg.generate.run import shuffled_images, study_derangement
 from rrg.io import read_jsonl
 from rrg.model.processor import ImageTokenError, load_processor
@@ -31,13 +32,6 @@ LINE_KEYS = {
 def tiny(tiny_model_dir):
     model = LlavaForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
     return model, load_processor(tiny_model_dir)
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"eval_{name}", REPO / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def noise_png(path: Path, size: tuple[int, int], seed: int) -> Path:
@@ -267,7 +261,7 @@ def test_shuffled_images_come_from_another_study_with_same_view_count(split):
 def test_eval_end_to_end_with_blank_control(split, tiny_model_dir, tmp_path, capsys):
     json_file, image_dir = split
     out = tmp_path / "run" / "predictions.jsonl"
-    card = load_script("llava").main(
+    card = run_eval(
         eval_args(json_file, image_dir, tiny_model_dir, out, "--image_control", "blank")
     )
 
@@ -306,17 +300,17 @@ def test_eval_end_to_end_with_blank_control(split, tiny_model_dir, tmp_path, cap
 def test_resume_after_a_kill_loses_and_duplicates_nothing(split, tiny_model_dir, tmp_path, fast_scoring):
     json_file, image_dir = split
     out = tmp_path / "predictions.jsonl"
-    script = load_script("llava")
-    script.main(eval_args(json_file, image_dir, tiny_model_dir, out, "--limit", "3"))
+    script = run_eval
+    script(eval_args(json_file, image_dir, tiny_model_dir, out, "--limit", "3"))
     full = out.read_text().splitlines(keepends=True)
     # A killed run: two complete lines and half of the third, without its newline.
     out.write_text(full[0] + full[1] + full[2][: len(full[2]) // 2])
 
     with pytest.raises(SystemExit) as exit_info:  # without --resume: refuse to touch the file
-        script.main(eval_args(json_file, image_dir, tiny_model_dir, out))
+        script(eval_args(json_file, image_dir, tiny_model_dir, out))
     assert exit_info.value.code == 1
 
-    script.main(eval_args(json_file, image_dir, tiny_model_dir, out, "--resume"))
+    script(eval_args(json_file, image_dir, tiny_model_dir, out, "--resume"))
     ids = [r["id"] for r in read_jsonl(out)]
     assert sorted(ids) == ["10", "11", "12", "13"]  # all present, none twice
     # Greedy: the re-generated entry matches what the killed run had written.
@@ -333,7 +327,7 @@ def test_missing_image_exits_before_model_loading(split, tiny_model_dir, tmp_pat
 
     monkeypatch.setattr(evaluate, "load_for_eval", must_not_load)
     with pytest.raises(SystemExit) as exit_info:
-        load_script("llava").main(eval_args(json_file, image_dir, tiny_model_dir, tmp_path / "p.jsonl"))
+        run_eval(eval_args(json_file, image_dir, tiny_model_dir, tmp_path / "p.jsonl"))
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert f"{json_file}:3" in err and "12_IM-0.png" in err
@@ -344,7 +338,7 @@ def test_malformed_json_line_names_file_and_line(split, tiny_model_dir, tmp_path
     json_file, image_dir = split
     json_file.write_text(json_file.read_text() + '{"id": "14", "images": [\n')
     with pytest.raises(SystemExit):
-        load_script("llava").main(eval_args(json_file, image_dir, tiny_model_dir, tmp_path / "p.jsonl"))
+        run_eval(eval_args(json_file, image_dir, tiny_model_dir, tmp_path / "p.jsonl"))
     assert f"{json_file}:5" in capsys.readouterr().err
 
 
@@ -357,7 +351,7 @@ def test_empty_prediction_is_kept_and_counted(split, tiny_model_dir, tmp_path, m
         lambda model, processor, inputs, settings, decoder=None: [""] * len(inputs["input_ids"]),
     )
     out = tmp_path / "predictions.jsonl"
-    card = load_script("llava").main(eval_args(json_file, image_dir, tiny_model_dir, out, "--limit", "2"))
+    card = run_eval(eval_args(json_file, image_dir, tiny_model_dir, out, "--limit", "2"))
     assert [r["prediction"] for r in read_jsonl(out)] == ["", ""]
     assert card["counts"]["empty_predictions"] == 2
     assert card["metrics"]["report"]["BLEU-1"] == pytest.approx(0.0, abs=1e-6)
@@ -368,16 +362,16 @@ def test_lora_script_needs_and_records_the_adapter(split, tiny_model_dir, tmp_pa
     from peft import LoraConfig, get_peft_model
 
     json_file, image_dir = split
-    script = load_script("llava_lora")
+    script = functools.partial(run_eval, require_adapter=True)  # eval/llava_lora.py
     with pytest.raises(SystemExit):
-        script.main(eval_args(json_file, image_dir, tiny_model_dir, tmp_path / "p.jsonl"))
+        script(eval_args(json_file, image_dir, tiny_model_dir, tmp_path / "p.jsonl"))
 
     torch.manual_seed(0)
     base = LlavaForConditionalGeneration.from_pretrained(tiny_model_dir)
     lora = get_peft_model(base, LoraConfig(r=2, target_modules=r".*language_model.*\.(q_proj|v_proj)"))
     lora.save_pretrained(tmp_path / "adapter")
     out = tmp_path / "lora" / "predictions.jsonl"
-    script.main(
+    script(
         eval_args(
             json_file,
             image_dir,
@@ -404,7 +398,7 @@ def test_no_score_generates_every_line_and_leaves_scoring_out(split, tiny_model_
     monkeypatch.setattr(rrg.score.card, "score_records", must_not_score)
     json_file, image_dir = split
     out = tmp_path / "p.jsonl"
-    card = load_script("llava").main(eval_args(json_file, image_dir, tiny_model_dir, out, "--no_score"))
+    card = run_eval(eval_args(json_file, image_dir, tiny_model_dir, out, "--no_score"))
     assert card == {}
     ids = [r["id"] for r in read_jsonl(out)]
     assert ids == [json.loads(line)["id"] for line in json_file.read_text().splitlines()]

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from rrg.generate.batch import GenerationSettings, generate_batch
 from rrg.io import InputError
 from rrg.model.load import load_adapter, load_base_model, load_processor
-from scripts.merge_lora import main as merge_main
+from rrg.model.merge import main as merge_main
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from transformers import LlavaForConditionalGeneration
 from rrg.io import InputError
 from rrg.model.convert import VISION_PREFIX, convert_checkpoint
 from rrg.model.load import load_adapter, load_base_model, load_processor
+from rrg.model.merge import main as merge_main
 from rrg.model.prompts import render_prompt
-from scripts.merge_lora import main as merge_main
 from tests.helpers import shared_path
 
 RANK, ALPHA = 4, 8

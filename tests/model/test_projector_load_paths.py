@@ -4,9 +4,6 @@ merge; 4-bit needs CUDA: not testable on the CPU): one trained beside LoRA (--tr
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
@@ -16,8 +13,6 @@ from rrg.generate.run import EvalConfig, load_for_eval
 from rrg.model.load import load_base_model
 from rrg.train import align
 from tests.helpers import REPORTS, run_training, write_split
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 
 def projector(model) -> dict[str, torch.Tensor]:
@@ -55,7 +50,7 @@ def test_every_load_path_uses_the_trained_projector(tiny_model_dir, trained, tmp
     for name in from_eval:
         torch.testing.assert_close(from_api[name], from_eval[name])
 
-    import merge_lora
+    from rrg.model import merge as merge_lora
 
     merged_dir = merge_lora.main(
         ["--model_path", str(tiny_model_dir), "--lora_path", str(trained), "--out", str(tmp_path / "merged")]
@@ -108,7 +103,7 @@ def test_every_load_path_uses_the_aligned_projector(tiny_model_dir, aligned, fro
         EvalConfig(json_file="unused.json", model_path=str(tiny_model_dir), lora_path=str(folder))
     )
     api = ReportGenerator.from_pretrained(str(tiny_model_dir), lora_path=str(folder), device="cpu")
-    import merge_lora
+    from rrg.model import merge as merge_lora
 
     merged_dir = merge_lora.main(
         ["--model_path", str(tiny_model_dir), "--lora_path", str(folder), "--out", str(tmp_path / "merged")]

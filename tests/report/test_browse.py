@@ -4,11 +4,9 @@ sorting, the compare view, keyboard navigation, lazy rendering, no console error
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import re
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -16,14 +14,11 @@ import pytest
 from PIL import Image
 
 from rrg.io import InputError
+from rrg.report import browse
 from rrg.report.cases import load_run, study_scores
 from tests.helpers import CLINICAL, IMAGES, LORA, shared_path, write_runs
 
 REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("plot_browse", REPO / "plot" / "browse.py")
-browse = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = browse
-spec.loader.exec_module(browse)
 
 
 def _embedded(page: Path) -> dict:
@@ -72,7 +67,7 @@ def test_page_embeds_the_cases_as_json_that_no_prediction_can_break_out_of(page,
         data["cases"][0]["runs"][0]["scores"]
         == study_scores([LORA["1900"]], [[load_run(results[0]).studies["1900"]["reference"]]])[0]
     )
-    assert "<script" not in (REPO / "plot" / "templates" / "browse.js").read_text()
+    assert "<script" not in (browse.TEMPLATES / "browse.js").read_text()
 
 
 @pytest.mark.slow

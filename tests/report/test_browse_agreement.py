@@ -3,20 +3,13 @@ as the card's policy says), and its "disagrees" filter follows the same rule."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from rrg.report import browse
 from tests.helpers import shared_path, write_runs
-
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("plot_browse_agreement", REPO / "plot" / "browse.py")
-browse = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = browse
-spec.loader.exec_module(browse)
 
 REFERENCE = {
     "Pleural Effusion": "positive",

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
-import sys
-from pathlib import Path
 
+from rrg.report import browse
 from rrg.report.cases import load_run
 from tests.helpers import LORA, write_run
-
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("plot_browse_inputs", REPO / "plot" / "browse.py")
-browse = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = browse
-spec.loader.exec_module(browse)
 
 
 def test_the_score_py_card_name_is_found(tmp_path):

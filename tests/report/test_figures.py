@@ -3,10 +3,8 @@ predictions, CIDEr's own axis and the legend; plot/dataset.py's length histogram
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -17,18 +15,11 @@ import numpy as np
 import pytest
 
 from rrg.data.entries import Entry
+from rrg.report import dataset_figure, metrics_figure, tables
 from rrg.report.results import load_scores
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"figures_{name}", REPO / "plot" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 def _card(path: Path, *, predictions_have_sections: bool) -> Path:
@@ -53,7 +44,7 @@ def _card(path: Path, *, predictions_have_sections: bool) -> Path:
 @pytest.fixture
 def drawn(monkeypatch):
     """plot_metrics' figure, kept open instead of saved."""
-    module = _load_script("metrics")
+    module = metrics_figure
     figures = []
     monkeypatch.setattr(module, "save_figure", lambda fig, out, **kw: figures.append(fig) or Path(out))
     yield module, figures
@@ -100,7 +91,7 @@ def test_cider_has_its_own_axis_and_the_legend_uses_the_labels(tmp_path, drawn):
 
 
 def test_metrics_help_has_the_whole_description(capsys):
-    module = _load_script("metrics")
+    module = metrics_figure
     with pytest.raises(SystemExit):
         module.parse_args(["--help"])
     out = " ".join(capsys.readouterr().out.split())
@@ -108,7 +99,7 @@ def test_metrics_help_has_the_whole_description(capsys):
 
 
 def test_length_histogram_bars_are_fractions_of_studies():
-    module = _load_script("dataset")
+    module = dataset_figure
 
     def entry(i: int, words: int) -> Entry:
         return Entry(
@@ -130,6 +121,5 @@ def test_smoke_run_names_its_run_and_split_in_the_table_and_figure():
     split = re.search(r'^SPLIT="([^"]+)"', smoke, re.M).group(1)
     assert 'make_tables.py --runs "$OUT/eval/scores.json:$RUN:$SPLIT"' in smoke
     assert re.search(r'plot/metrics\.py "\$OUT/eval/scores\.json" --labels "\$RUN"', smoke)
-    make_tables = _load_script("make_tables")
-    spec = make_tables.parse_run_spec(f"smoke_out/eval/scores.json:{run}:{split}")
+    spec = tables.parse_run_spec(f"smoke_out/eval/scores.json:{run}:{split}")
     assert (spec.name, spec.split) == (run, split)

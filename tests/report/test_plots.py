@@ -11,6 +11,9 @@ import pytest
 from PIL import Image
 
 from rrg.io import InputError
+from rrg.report import benchmark_curves, training_curves
+from rrg.report import metrics_figure as metrics_plot
+from rrg.report import tables as make_tables
 from rrg.report.curves import relative_differences
 from rrg.report.results import (
     R2GEN_SPLIT,
@@ -21,17 +24,7 @@ from rrg.report.results import (
     load_scores,
     load_train_log,
 )
-from tests.helpers import assert_png, load_plot_script, write_card
-
-PLOT_DIR = Path(__file__).resolve().parents[2] / "plot"
-
-
-
-make_tables = load_plot_script("make_tables")
-training_curves = load_plot_script("training_curves")
-metrics_plot = load_plot_script("metrics")
-
-
+from tests.helpers import assert_png, write_card
 
 
 def write_log(run_dir: Path, steps: int = 40, eval_every: int = 10, lr: float = 2e-4) -> Path:
@@ -56,7 +49,6 @@ def write_log(run_dir: Path, steps: int = 40, eval_every: int = 10, lr: float = 
     path = run_dir / "train_log.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -245,7 +237,7 @@ def _bench_row(losses, fp8=False, order="abc"):
 
 @pytest.mark.slow
 def test_benchmark_curves_compare_configurations_on_the_same_samples(tmp_path, monkeypatch):
-    curves = load_plot_script("benchmark_curves")
+    curves = benchmark_curves
     report = {"gpu": "Test GPU", "lora": [_bench_row([4.0, 2.0]), _bench_row([4.4, 2.0], fp8=True)]}
     lines, same_samples = curves.curves(report, "lora", "r.json")
     assert [name for name, _ in lines] == ["micro-batch 8 (first)", "fp8"] and same_samples

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from rrg.io import InputError
+from rrg.report import qualitative
 from rrg.report.cases import build_cases, load_run
 from tests.helpers import shared_path, write_runs
-
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("plot_qualitative", REPO / "plot" / "qualitative.py")
-qualitative = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = qualitative
-spec.loader.exec_module(qualitative)
 
 
 @pytest.fixture(scope="module")

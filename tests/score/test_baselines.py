@@ -50,7 +50,7 @@ def sample_dirs(table, tmp_path_factory):
 
 
 def run_cli(folder, method, out, seed=0) -> list[dict]:
-    from eval.baselines import main
+    from rrg.score.baselines_command import main
 
     main(
         ["--method", method, "--json_file", str(folder / "test_report.json"),
@@ -202,7 +202,7 @@ def test_prompt_oracle_refuses_mixed_protocols(sample_dirs):
 
 @pytest.mark.slow
 def test_splits_build_from_the_csvs_alone(iu_xray_dir, tmp_path):
-    from data.report2json import main
+    from rrg.data.report2json import main
 
     data = tmp_path / "kaggle"  # the two CSVs, no images folder
     data.mkdir()
@@ -313,7 +313,7 @@ def test_r2gen_vocabulary_from_r2gen_annotation():
 
 @pytest.mark.slow
 def test_baselines_figure_and_summary_pick_up_clinical_f1_when_present(tmp_path):
-    from plot.baselines import main
+    from rrg.report.baselines_figure import main
 
     metrics = {
         "BLEU-1": 0.4,

@@ -213,11 +213,6 @@ def test_committed_validation_hangs_together():
 
 @pytest.mark.slow
 def test_validation_script_counts_by_hand(tmp_path, capsys):
-    import importlib.util
-    import sys
-
-    from tests.helpers import REPO
-
     rows = [  # uid, MeSH, findings, impression
         ("1", "normal", "Heart size is normal. No pleural effusion.", "No acute disease."),
         ("2", "Pleural Effusion/left/small", "Small left pleural effusion.", "Effusion."),
@@ -228,12 +223,8 @@ def test_validation_script_counts_by_hand(tmp_path, capsys):
     ]
     table = pd.DataFrame(rows, columns=["uid", "MeSH", "findings", "impression"])
     table.to_csv(tmp_path / "indiana_reports.csv", index=False)
-    spec = importlib.util.spec_from_file_location(
-        "validate_labeler", REPO / "scripts" / "validate_labeler.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its settings dataclass resolves its type hints there
-    spec.loader.exec_module(module)
+    from rrg.score.clinical import validate as module
+
     out = module.main(["--data_dir", str(tmp_path), "--out", str(tmp_path / "v.json")])
     assert out["counts"] == {"reports": 6, "no_text": 1, "not_annotated": 1, "validated": 4}
     per = out["per_observation"]

@@ -13,6 +13,7 @@ import pytest
 
 import rrg.score.clinical.f1 as clinical
 from rrg.generate.run import format_delta, metric_delta
+from rrg.report import metrics_figure, tables
 from rrg.score.card import resample_weights, score_records
 from rrg.score.clinical.f1 import (
     BackendUnavailable,
@@ -247,16 +248,6 @@ def test_cli_backend_error_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
 # Tables, figures and the card reader
 
 
-def _plot_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"clinical_plot_{name}", REPO / "plot" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _card(path: Path, control: bool = False, clinical: bool = True) -> Path:
     metrics = {"report": {"BLEU-1": 0.4, "BLEU-4": 0.1, "METEOR": 0.2, "ROUGE-L": 0.3, "CIDEr": 0.5}}
     card = {"metrics": metrics, "counts": {"lines": 4}, "settings": {"normalize": True}}
@@ -275,7 +266,7 @@ def _card(path: Path, control: bool = False, clinical: bool = True) -> Path:
 def test_make_tables_has_the_clinical_columns(tmp_path):
     card = _card(tmp_path / "results/r2gen/lora/scores.json")
     out = tmp_path / "table"
-    _plot_script("make_tables").main(["--runs", f"{card}:Ours", "--out", str(out)])
+    tables.main(["--runs", f"{card}:Ours", "--out", str(out)])
     md = (out / "table.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Group"))
     # every F1 column names its labeler; no card has RadGraph, so no RadGraph column
@@ -294,7 +285,7 @@ def test_clinical_figure_with_control_delta(tmp_path, capsys):
 
     a = _card(tmp_path / "results/a/scores.json", control=True)
     b = _card(tmp_path / "results/b/scores.json")
-    plot = _plot_script("metrics")
+    plot = metrics_figure
     plot.main([str(a), str(b), "--out", str(tmp_path / "m.png")])
     image = Image.open(tmp_path / "m_clinical.png")
     assert image.format == "PNG" and image.width > 1000

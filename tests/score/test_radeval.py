@@ -300,9 +300,8 @@ def test_real_radeval_reproduces_its_own_fixture_values():
 
 @pytest.mark.slow
 def test_table_has_a_column_per_radeval_metric_present(tmp_path):
-    from tests.helpers import assert_png, load_plot_script, write_card
-
-    make_tables = load_plot_script("make_tables")
+    from rrg.report import tables as make_tables
+    from tests.helpers import assert_png, write_card
 
     path = write_card(tmp_path / "results/rexrank/lora/scores.json")
     card = json.loads(path.read_text())

@@ -128,7 +128,7 @@ def _write(path, run: Run) -> None:
 
 
 def test_command_writes_json_markdown_and_figure(tmp_path, capsys):
-    from eval.compare import main
+    from rrg.score.compare import main
 
     _write(tmp_path / "bad" / "predictions.jsonl", _run("bad", _bad))
     _write(tmp_path / "good.jsonl", _run("good", _good))

@@ -1,32 +1,21 @@
 """Every out-of-range flag of training, eval and scoring is refused as it is parsed: one line naming it.
 
-Each case runs the script's real parser (train_lora.main, rrg.generate.run.main, eval/score.py's main) and
-asserts the exit status and the one line; nothing is loaded, so a value that passed would fail the test
+Each case runs the script's real parser (train_lora.main, rrg.generate.run.main, and rrg.score.command.main behind
+eval/score.py) and asserts the exit status and the one line; nothing is loaded, so a value that passed would fail the test
 later, with another error (a missing file), not hang.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 import rrg.train.settings
-import train_lora
 from rrg.generate import run as evaluate
+from tests.helpers import train_lora
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def score_script():
-    """eval/score.py as a module (registered, so that its settings' type hints resolve)."""
-    spec = importlib.util.spec_from_file_location("eval_score_script", REPO / "eval" / "score.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def one_line_error(capsys, call) -> tuple[int, str]:
@@ -113,7 +102,8 @@ def test_eval_lora_needs_its_adapter(capsys, tmp_path):
     ],
 )
 def test_score_flag_out_of_range(argv, words, capsys, tmp_path):
-    score = score_script()
+    from rrg.score import command as score
+
     code, line = one_line_error(capsys, lambda: score.main([str(tmp_path / "p.jsonl"), *argv]))
     assert code == 2 and words in line, line
 

@@ -72,8 +72,8 @@ def worker(rank: int, world: int, port: int, model_dir: str, folder: str) -> Non
     join_process_group(rank, world, port)
     from accelerate import Accelerator
 
-    import train_lora
     from rrg.train import step as T
+    from tests.helpers import train_lora
 
     model_dir, folder = Path(model_dir), Path(folder)
     common = [

@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file
 
 import rrg.train.settings
-import train_lora
 from rrg.lock import output_lock
 from rrg.train import checkpoints as C
 from rrg.train import step as T
@@ -29,6 +28,7 @@ from tests.helpers import (
     read_log,
     refused,
     run_training,
+    train_lora,
     train_steps,
     write_split,
 )
