@@ -31,6 +31,7 @@ from rrg.report.results import (
     save_figure,
 )
 from rrg.score.baselines import METHODS
+from rrg.score.clinical.f1 import LABELER_NAMES
 
 PROTOCOLS = ("clean", "r2gen", "reference")
 PROTOCOL_TITLES = {
@@ -81,10 +82,23 @@ class Row:
     scoring: str
     metrics: dict[str, float | None]
     clinical: dict[str, float | None]
+    labeler: str | None = None  # the clinical block's labeler (a card without one: None)
 
 
 def card_path(root: Path, protocol: str, method: str, kind: str = "") -> Path:
     return root / protocol / f"{method}{'.' + kind if kind else ''}.scores.json"
+
+
+def labeler_of(card: dict) -> str | None:
+    clinical = card.get("clinical")
+    return clinical.get("labeler") if isinstance(clinical, dict) else None
+
+
+def labeler_names(rows: list[Row]) -> str:
+    """How the tables and the figure name the clinical F1s' labeler: offline figures are never to be set
+    beside CheXbert's (docs/leaderboard-metrics.md)."""
+    names = sorted({LABELER_NAMES.get(r.labeler, r.labeler) for r in rows if r.labeler and r.labeler != "none"})
+    return " / ".join(names) or "no labeler"
 
 
 def load_rows(root: Path) -> list[Row]:
@@ -98,15 +112,15 @@ def load_rows(root: Path) -> list[Row]:
                 continue
             found = True
             card = load_scores(path)
+            raw = read_json_object(path)
             rows.append(
-                Row(protocol, method, "standard", card.metrics["report"], clinical_f1(read_json_object(path)))
+                Row(protocol, method, "standard", card.metrics["report"], clinical_f1(raw), labeler_of(raw))
             )
             compat = card_path(root, protocol, method, "r2gen_compat")
             if compat.exists():
                 metrics = load_scores(compat).metrics["report"]
-                rows.append(
-                    Row(protocol, method, "R2Gen-compatible", metrics, clinical_f1(read_json_object(compat)))
-                )
+                raw = read_json_object(compat)
+                rows.append(Row(protocol, method, "R2Gen-compatible", metrics, clinical_f1(raw), labeler_of(raw)))
             legacy = card_path(root, protocol, method, "legacy")
             if legacy.exists():
                 metrics = legacy_sections(load_scores(legacy)).get("findings", {})
@@ -118,7 +132,7 @@ def load_rows(root: Path) -> list[Row]:
 
 
 def summary_markdown(rows: list[Row]) -> str:
-    header = ["protocol", "method", "scoring", *SUMMARY_METRICS, *CLINICAL_F1]
+    header = ["protocol", "method", "scoring", *SUMMARY_METRICS, *(f"{n}, {labeler_names(rows)}" for n in CLINICAL_F1)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
     for row in rows:
         cells = [format_value(row.metrics.get(m)) for m in SUMMARY_METRICS]
@@ -206,7 +220,7 @@ def plot_baselines(rows: list[Row], out: Path) -> Path:
         plt.Rectangle((0, 0), 1, 1, fill=False, hatch="///", edgecolor="grey"),
         plt.Rectangle((0, 0), 1, 1, color="grey", alpha=0.3),
     ]
-    labels = ["BLEU-4", *(f"clinical {n}" for n in colours), "not in the card (n/a)", legend_band]
+    labels = ["BLEU-4", *(f"{n}, {labeler_names(rows)}" for n in colours), "not in the card (n/a)", legend_band]
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.suptitle(
         "Text-only baselines on IU X-Ray: no image, reports taken from the train split (↑: bar clipped)",

@@ -327,7 +327,7 @@ def test_baselines_figure_and_summary_pick_up_clinical_f1_when_present(tmp_path)
     cards = {
         "constant": {
             "metrics": {"report": metrics},
-            "clinical": {"summary": {"f1_micro_14": 0.123, "f1_micro_5": 0.045}},
+            "clinical": {"labeler": "offline", "summary": {"f1_micro_14": 0.123, "f1_micro_5": 0.045}},
         },
         "random": {"metrics": {"report": metrics}},  # scored with --labeler none: no clinical block
     }
@@ -340,6 +340,10 @@ def test_baselines_figure_and_summary_pick_up_clinical_f1_when_present(tmp_path)
         if "| clean |" in line
     }
     assert rows["constant"].endswith("| 0.123 | 0.045 |") and rows["random"].endswith("| n/a | n/a |")
+    # The column names the labeler: offline F1 is never to be read as CheXbert's.
+    assert "| F1-14 micro, CheXpert rules (offline) | F1-5 micro, CheXpert rules (offline) |" in (
+        tmp_path / "s.md"
+    ).read_text()
     assert (tmp_path / "fig.png").stat().st_size > 0
 
 
