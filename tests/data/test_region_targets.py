@@ -18,6 +18,7 @@ def table(tmp_path_factory, iu_xray_dir):
     return build_reports_table(make_kaggle_dir(tmp_path_factory.mktemp("kaggle") / "iu_xray", iu_xray_dir))
 
 
+@pytest.mark.slow
 def test_classifier_targets_hold_every_findings_sentence(table):
     config = SplitConfig(regions="classifier", fractions=(0.98, 0.01, 0.01))
     entry = build_split("clean", table, config)["val"][0]
@@ -29,6 +30,7 @@ def test_classifier_targets_hold_every_findings_sentence(table):
     assert config.notes["regions_from_classifier"] > 0
 
 
+@pytest.mark.slow
 def test_region_file_wins_where_it_has_the_study(table, tmp_path):
     wanglab = json.loads(shared_path("wanglab", "region_annotations_trainval.json").read_text())
     item = wanglab["val"][0]

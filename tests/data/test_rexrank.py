@@ -42,6 +42,7 @@ def test_split_sizes_and_references_are_rexranks(findings_splits):
     assert not train_ids & {e["study_id"] for e in findings_splits["test"] + findings_splits["val"]}
 
 
+@pytest.mark.slow
 def test_findings_impression_board_and_context(tmp_path, iu_xray_dir):
     splits = _splits(tmp_path, iu_xray_dir, "--board", "findings_impression", "--context")
     entry = next(e for e in splits["test"] if e["id"] == "CXR3030_IM-1405")

@@ -52,6 +52,7 @@ def test_command_prints_what_the_api_generates_for_each_image(tiny_model_dir, xr
     )
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(tmp_path):
     missing = ask(str(tmp_path / "nope.png"), "--model_path", "unused")
     assert (

@@ -263,6 +263,7 @@ def _by_hand(ref: str, pred: str) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_legacy_matches_the_reference_formulas_and_greedy_regex():
     _wordnet_or_skip()
     refs = [REF_A, REF_B]

@@ -115,6 +115,7 @@ def _block(python: Path, metrics: tuple[str, ...]) -> dict:
     )
 
 
+@pytest.mark.slow
 def test_success_writes_radeval_figures_and_per_study_scores(stand_in_python):
     block = _block(stand_in_python, ("bleu",))
     expected = rexrank_per_study([r["prediction"] for r in RECORDS], [r["reference"] for r in RECORDS])
@@ -124,6 +125,7 @@ def test_success_writes_radeval_figures_and_per_study_scores(stand_in_python):
     assert block["errors"] == {} and block["studies"] == len(RECORDS)
 
 
+@pytest.mark.slow
 def test_bootstrap_uses_the_cards_own_study_resamples(stand_in_python):
     card = _score(stand_in_python, ("bleu",), bootstrap=200, seed=7)
     # The stand-in's per-study scores are ReXrank's BLEU-2: on the same resamples both intervals are equal.
@@ -139,6 +141,7 @@ def test_bootstrap_uses_the_cards_own_study_resamples(stand_in_python):
     )
 
 
+@pytest.mark.slow
 def test_missing_weights_is_one_line_naming_the_model_id(stand_in_python, capsys):
     block = _block(stand_in_python, ("bleu", "bertscore"))
     line = block["errors"]["bertscore"]
@@ -149,6 +152,7 @@ def test_missing_weights_is_one_line_naming_the_model_id(stand_in_python, capsys
     assert line in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_old_package_name_is_served_as_the_same_modules(stand_in_python):
     block = _block(stand_in_python, ("radgraph",))
     assert block["errors"] == {} and "bleu" in block["scores"]["radgraph"]

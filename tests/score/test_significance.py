@@ -43,6 +43,7 @@ def _half(i: int, ref: str) -> str:  # the reference's first sentence only
     return f"Findings: {findings.split('. ')[0]}. Impression: {ref.split('Impression: ')[1]}"
 
 
+@pytest.mark.slow
 def test_identical_runs_give_p_one_and_a_zero_interval():
     result = compare_runs(
         [_run("a", _half), _run("b", _half)], bootstrap=200, permutations=200, labeler="offline", meteor=True

@@ -63,6 +63,7 @@ def _leftovers(tmp_path: Path) -> list[str]:
     return sorted(p.name for p in corpora.iterdir() if p.name != "wordnet") if corpora.exists() else []
 
 
+@pytest.mark.slow
 def test_installs_from_debian_layout_and_is_idempotent(tmp_path):
     source = _debian_tree(tmp_path / "usr-share-wordnet")
     first = _run(tmp_path, source)

@@ -43,6 +43,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_malformed_line_exits_1_naming_file_and_line(tmp_path):
     path = _write(tmp_path / "preds.jsonl", [json.dumps(GOOD[0]), '{"id": "x", "prediction": "a", '])
     result = _run(str(path), "--out", str(tmp_path / "scores.json"))
@@ -52,6 +53,7 @@ def test_malformed_line_exits_1_naming_file_and_line(tmp_path):
     assert not (tmp_path / "scores.json").exists()
 
 
+@pytest.mark.slow
 def test_missing_field_exits_1_naming_it(tmp_path):
     path = _write(tmp_path / "preds.jsonl", [json.dumps(GOOD[0]), json.dumps({"id": "x", "prediction": "a"})])
     result = _run(str(path))
@@ -83,6 +85,7 @@ def test_cli_writes_the_card(tmp_path, capsys):
     assert "BLEU-4" in captured.out and "report" in captured.out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--bootstrap=-1"])
 def test_bad_flag_is_a_usage_error(tmp_path, flag):
     path = _write(tmp_path / "preds.jsonl", [json.dumps(GOOD[0])])
@@ -139,6 +142,7 @@ def test_existing_card_is_kept_unless_overwrite(tmp_path, capsys):
     assert "metrics" in json.loads((tmp_path / "card.json").read_text())
 
 
+@pytest.mark.slow
 def test_non_utf8_file_is_one_line_naming_file_and_line(tmp_path):
     path = tmp_path / "preds.jsonl"
     bad = b'{"id": "x", "prediction": "caf\xe9", "reference": "a"}'  # Latin-1, not UTF-8

@@ -64,6 +64,7 @@ def kaggle_csvs_without_rows(tmp_path: Path) -> Path:
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("java") is None, reason="baselines.sh checks for java first")
 def test_baselines_keeps_foreign_work_and_out_folders(tmp_path):
     data = kaggle_csvs_without_rows(tmp_path)
