@@ -1,13 +1,6 @@
 """Download IU X-Ray (Kaggle raddar/chest-xrays-indiana-university) into data/iu_xray/ and verify it.
 
-    python data/download.py                        # kagglehub (needs Kaggle access)
-    python data/download.py --from-zip archive.zip # a zip downloaded by hand from the Kaggle page
-    python data/download.py --from-dir FOLDER      # an unzipped copy
-
-Layout: <out>/indiana_reports.csv, <out>/indiana_projections.csv, <out>/images/images_normalized/*.png.
-Exit status 1 (with the list) when an image is missing or undecodable, or the counts are not the full
-dataset's (3,851 reports, 7,466 projection rows; --no-count-check makes that a warning, for samples).
-"""
+A thin entry point: the code, and the usage this docstring held, are in rrg/data/download_command.py (`--help` prints it)."""
 
 from __future__ import annotations
 

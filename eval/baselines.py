@@ -1,10 +1,6 @@
 """Text-only baselines: `python eval/baselines.py --method constant --out runs/baseline-constant`.
 
-Writes OUT/predictions.jsonl in the eval scripts' schema (score it with eval/score.py, tabulate it with
-plot/make_tables.py) and OUT/baseline.json (settings and the counts of every rule-based choice: ties,
-missing indications, fallbacks). No model and no images: the reports come from the train split
-(rrg/score/baselines.py describes the methods). Deterministic for a given --seed.
-"""
+A thin entry point: the code, and the usage this docstring held, are in rrg/score/baselines_command.py (`--help` prints it)."""
 
 from __future__ import annotations
 

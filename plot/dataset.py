@@ -1,10 +1,6 @@
 """One figure describing the IU X-Ray split files: studies per split, views, report lengths, frequent reports.
 
-    python plot/dataset.py --data_dir data/ --out runs/figures/dataset.png
-
-Reads {train,val,test}_report.json (whichever exist) and reports.csv from --data_dir
-(written by data/report2json.py).
-"""
+A thin entry point: the code, and the usage this docstring held, are in rrg/report/dataset_figure.py (`--help` prints it)."""
 
 from __future__ import annotations
 

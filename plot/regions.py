@@ -1,12 +1,6 @@
 """Region breakdown of score cards made with `eval/score.py --regions`: one panel per metric
-(BLEU-4, ROUGE-L, CIDEr, clinical micro F1 over 14 observations), one group of bars per region, one bar
-per card, bootstrap 95% intervals as error bars when the cards have them.
 
-    python plot/regions.py --scores plain/scores.json regions/scores.json --labels plain structured \\
-        --out results/figures/regions.png
-
-Also prints the rows as a Markdown table (region, studies, metric [interval] per card).
-"""
+A thin entry point: the code, and the usage this docstring held, are in rrg/report/regions_figure.py (`--help` prints it)."""
 
 from __future__ import annotations
 

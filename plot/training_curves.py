@@ -1,10 +1,6 @@
 """Training curves from one or more runs' train_log.jsonl: loss, validation loss, learning rate, throughput.
 
-    python plot/training_curves.py runs/lora_r64 runs/lora_r16 --out results/figures/training_curves.png
-
-Runs are overlaid in the same four panels (one colour per run, legend names the run folder), so two
-configurations can be compared at a glance.
-"""
+A thin entry point: the code, and the usage this docstring held, are in rrg/report/training_curves.py (`--help` prints it)."""
 
 from __future__ import annotations
 
