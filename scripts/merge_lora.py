@@ -1,12 +1,6 @@
 """Merge a LoRA adapter into LLaVA-Med and write a standalone HF Llava folder (+ processor).
 
-    python scripts/merge_lora.py --model_path microsoft/llava-med-v1.5-mistral-7b \
-        --lora_path runs/lora/final --out models/llava-med-iuxray-merged
-
---lora_path takes this project's PEFT adapters, the reference paper's adapter (adapter_model.bin), or an
-align run's projector folder (train_lora.py --stage align: the base model is written with that projector).
-The result loads with `LlavaForConditionalGeneration.from_pretrained(out)` and needs no peft.
-"""
+A thin entry point: the code, and the usage this docstring held, are in rrg/model/merge.py (`--help` prints it)."""
 
 from __future__ import annotations
 
