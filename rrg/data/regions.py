@@ -8,7 +8,7 @@ region whose probability passes 0.5, and always its best one, best first. A sent
 regions ("Cardiomediastinal silhouette is normal") is therefore copied whole into each region it
 names: GPT-4o rewrote such sentences into one piece per region, a rewrite we do not attempt.
 
-    from rrg.regions import load_classifier, split_regions, format_regions
+    from rrg.data.regions import load_classifier, split_regions, format_regions
     regions = split_regions("Heart size normal. Lungs are clear.", load_classifier())
     format_regions(regions)  # "Lung: Lungs are clear.\\nHeart: Heart size normal.\\nMediastinal: ..."
 

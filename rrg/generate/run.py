@@ -407,7 +407,7 @@ def evaluate(config: EvalConfig) -> dict:
         raise InputError(problem)
     score = config.score and has_references(entries, config.json_file)
     if score:
-        from rrg import metrics  # noqa: F401  (fails here, not after hours of generation)
+        import rrg.score.card  # noqa: F401  (fails here, not after hours of generation)
         from rrg.score.clinical import f1 as clinical  # noqa: F401  (fails here, not after hours of generation)
     predictions = config.predictions_path()
 

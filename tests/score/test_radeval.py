@@ -34,7 +34,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # the scripts import this checkou
 # otherwise. Its aggregate is the rounded mean, as RadEval's is.
 STAND_IN = """
 import numpy as np
-from rrg.rexrank_bleu import per_study
+from rrg.score.rexrank_bleu import per_study
 
 
 class LocalEntryNotFoundError(Exception):

@@ -26,7 +26,7 @@ the same mention spans. medspaCy's ConText would give negation and uncertainty i
 medspaCy 1.3 pins spaCy < 3.8, whose thinc needs numpy < 2: installing it would downgrade this
 project's numpy 2 stack, so it was not used. negspacy 1.1 needs only spaCy >= 3.8.
 
-    from rrg.chexpert import label_reports
+    from rrg.score.clinical.labeler import label_reports
     label_reports(["No pleural effusion. May represent atelectasis."])
     # [{"No Finding": None, ..., "Atelectasis": "uncertain", ..., "Pleural Effusion": "negative", ...}]
 """
