@@ -20,20 +20,15 @@ from typing import Any
 import torch
 from PIL import Image
 from transformers import BatchFeature, LogitsProcessorList
-from transformers.generation import utils as _generation_utils
 
 from rrg.data.entries import Entry
 from rrg.data.images import read_image, rgb_image
-from rrg.generate.graphs import NON_FINITE_SCORES, GreedyDecoder, GreedyRules
+from rrg.generate.graphs import CACHE_KWARG, NON_FINITE_SCORES, GreedyDecoder, GreedyRules
 from rrg.io import InputError, append_jsonl
 from rrg.model.kernels.fused import liger_kernels
 from rrg.model.kernels.kv_cache import PreallocatedCache
 from rrg.model.processor import check_image_tokens, image_token_id, tokens_per_image
 from rrg.model.prompts import IMAGE_TOKEN, render_prompt
-
-# The generate() keyword that takes a cache: `cache` since transformers renamed it (the old
-# `past_key_values` still works there, with a deprecation warning each run), `past_key_values` before.
-CACHE_KWARG = "cache" if "cache" in getattr(_generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 ImageInput = Image.Image | str | os.PathLike
 

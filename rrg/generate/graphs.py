@@ -25,13 +25,13 @@ min_new_tokens; anything else in the generation config is refused with the name 
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.generation import utils as _generation_utils
 
 from rrg.io import InputError
 
@@ -130,12 +130,9 @@ class GraphCache(DynamicCache):
         self.layers = [GraphLayer(self.cursor, k, v) for k, v in zip(keys, values)]
 
 
-def cache_argument(model) -> str:
-    """The name this transformers version gives the KV cache argument of the model's forward (a peft
-    wrapper passes it through to the model it wraps)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    parameters = inspect.signature(base.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
+# The keyword a model's forward (and generate()) takes its KV cache by: `cache` since transformers renamed it
+# (the old `past_key_values` still works there, with a deprecation warning each run), `past_key_values` before.
+CACHE_KWARG = "cache" if "cache" in getattr(_generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 # Attention implementations that read a boolean 4-D mask (True: attend); "eager" adds a float mask.
@@ -190,7 +187,6 @@ class GreedyDecoder:
         self.layers = text.num_hidden_layers
         self.kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
         self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        self.cache_name = cache_argument(model)
         self.capacity = self.max_batch = self.max_new_tokens = 0
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
@@ -275,7 +271,7 @@ class GreedyDecoder:
             position_ids=state.position,
             use_cache=True,
             logits_to_keep=1,
-            **{self.cache_name: cache},
+            **{CACHE_KWARG: cache},
         )
         self._choose(output.logits[:, -1], state)
         state.write_position += 1
@@ -333,7 +329,7 @@ class GreedyDecoder:
             use_cache=True,
             logits_to_keep=1,
             **extra,
-            **{self.cache_name: cache},
+            **{CACHE_KWARG: cache},
         )
         self._choose(output.logits[:, -1], state)
         state.position.copy_(positions[:, -1:] + 1)
