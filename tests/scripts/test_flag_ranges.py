@@ -31,6 +31,9 @@ def one_line_error(capsys, call) -> tuple[int, str]:
     "argv, words",
     [
         (["--lr", "nan"], "--lr must be a finite number"),
+        (["--lr", "inf"], "--lr must be a finite number (got inf)"),
+        (["--lr", "1e39"], "--lr must be <= 1 (got 1e+39)"),
+        (["--projector_lr", "2"], "--projector_lr must be <= 1 (got 2.0)"),
         (["--lr", "-1"], "--lr must be > 0"),
         (["--lr", "0"], "--lr must be > 0"),
         (["--batch_size", "0"], "--batch_size must be >= 1"),

@@ -284,11 +284,20 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_good_checkpoint(
 
 
 @pytest.mark.slow
-def test_non_finite_weights_are_never_saved(tiny_model_dir, tmp_path, capsys):
-    """An infinite learning rate: step 1's loss and gradients are finite, its update is not; the checkpoint
-    after it is refused."""
+def test_non_finite_weights_are_never_saved(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Step 1's loss and gradients are finite, its update is not (one weight made infinite after the
+    optimizer's step); the checkpoint after it is refused."""
+    build_optimizer = T.build_optimizer
+
+    def overflowing_update(*args, **kwargs):
+        optimizer = build_optimizer(*args, **kwargs)
+        first = optimizer.param_groups[0]["params"][0]
+        optimizer.register_step_post_hook(lambda *_: first.data.view(-1)[0].fill_(float("inf")))
+        return optimizer
+
+    monkeypatch.setattr(T, "build_optimizer", overflowing_update)
     write_split(tmp_path, REPORTS)
-    refused(tiny_model_dir, tmp_path, *SHORT, "--lr", "inf", "--save_steps", "1", "--warmup_ratio", "0")
+    refused(tiny_model_dir, tmp_path, *SHORT, "--save_steps", "1", "--warmup_ratio", "0")
     line = error_line(capsys)
     assert line.startswith("error: step 1: the trained weights are not finite")
     assert "Last good checkpoint: none" in line
